@@ -1,0 +1,116 @@
+"""Animation: a vertex sequence with its frame rate, saved as a self-describing ``.npz``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from talkface.errors import TemplateError
+
+ANIMATION_FORMAT = "talkface-animation"
+ANIMATION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Animation:
+    """A facial animation.
+
+    Attributes:
+        vertices: (T, V, 3) float32, metres for FLAME.
+        fps: frames per second.
+        faces: (F, 3) int32 or None.
+        meta: JSON-serialisable details (style, source audio path, checkpoint).
+    """
+
+    vertices: np.ndarray
+    fps: float
+    faces: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.vertices.shape[0])
+
+    @property
+    def duration(self) -> float:
+        """Seconds."""
+        return self.num_frames / self.fps
+
+
+def save_animation(path: str | os.PathLike[str], animation: Animation) -> Path:
+    """Write ``animation`` to ``path`` (.npz) atomically."""
+    from talkface.fileio import atomic_path
+
+    arrays: dict[str, Any] = {
+        "vertices": np.asarray(animation.vertices, dtype=np.float32),
+        "fps": np.float64(animation.fps),
+        "meta": np.array(json.dumps({"format": ANIMATION_FORMAT, "version": ANIMATION_VERSION, **animation.meta})),
+    }
+    if animation.faces is not None:
+        arrays["faces"] = np.asarray(animation.faces, dtype=np.int32)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    return Path(path)
+
+
+def load_animation(
+    path: str | os.PathLike[str],
+    *,
+    fps: float | None = None,
+    template: np.ndarray | None = None,
+    faces: np.ndarray | None = None,
+) -> Animation:
+    """Read a talkface ``.npz`` or a FaceFormer-style ``.npy`` of (T, V*3) or (T, V, 3).
+
+    Args:
+        path: the file.
+        fps: frame rate for ``.npy`` files (required there); overrides the file's for ``.npz``.
+        template: unused for absolute vertices; kept for offset files in the future.
+        faces: (F, 3) faces to attach when the file has none.
+
+    Raises:
+        TemplateError: unreadable file, wrong shape, NaN/inf, or missing fps for ``.npy``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise TemplateError(f"{p}: no such animation file")
+    meta: dict[str, Any] = {}
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                if "vertices" not in z:
+                    raise TemplateError(f"{p}: npz has keys {sorted(z.files)}; expected 'vertices'")
+                vertices = z["vertices"]
+                file_fps = float(z["fps"]) if "fps" in z else None
+                file_faces = z["faces"] if "faces" in z else None
+                if "meta" in z:
+                    meta = json.loads(str(z["meta"]))
+        elif p.suffix == ".npy":
+            vertices, file_fps, file_faces = np.load(p, allow_pickle=False), None, None
+        else:
+            raise TemplateError(f"{p}: unknown animation format {p.suffix!r}; expected .npz or .npy")
+    except TemplateError:
+        raise
+    except Exception as e:
+        raise TemplateError(f"{p}: cannot read animation ({e})") from e
+    vertices = np.asarray(vertices)
+    if vertices.dtype == object or not np.issubdtype(vertices.dtype, np.number):
+        raise TemplateError(f"{p}: dtype {vertices.dtype}; expected float vertices")
+    if vertices.ndim == 2 and vertices.shape[1] % 3 == 0:
+        vertices = vertices.reshape(vertices.shape[0], -1, 3)
+    if vertices.ndim != 3 or vertices.shape[2] != 3 or vertices.shape[0] == 0:
+        raise TemplateError(f"{p}: vertices have shape {vertices.shape}; expected (T, V, 3) or (T, V*3)")
+    if not np.isfinite(vertices).all():
+        raise TemplateError(f"{p}: vertices contain NaN or infinite values")
+    rate = fps if fps is not None else file_fps
+    if rate is None or rate <= 0:
+        raise TemplateError(f"{p}: frame rate unknown; pass --fps (e.g. 30 for VOCASET, 25 for BIWI)")
+    meta.pop("format", None)
+    meta.pop("version", None)
+    return Animation(vertices.astype(np.float32), float(rate), faces if file_faces is None else file_faces, meta)
