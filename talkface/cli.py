@@ -1,0 +1,370 @@
+"""The ``talkface`` command line: parse, validate, delegate, and report.
+
+This is the only module that prints, uses Rich, reads environment variables for UX, or exits.
+Heavy libraries (torch, transformers, pyrender) are imported inside the commands, so ``talkface
+--help`` stays fast. A ``TalkfaceError`` becomes one red line on stderr and exit code 1; usage
+errors exit 2 (Click); Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from talkface._version import __version__
+from talkface.errors import TalkfaceError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="talkface",
+    help="Speech-driven 3D facial animation on FLAME meshes: FaceFormer trained with the Soft-DTW loss.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+prepare_app = typer.Typer(help="Convert a dataset into talkface's training format.", no_args_is_help=True)
+app.add_typer(prepare_app, name="prepare")
+
+err = Console(stderr=True)
+console = Console()
+
+# Reusable option types (hf-style aliases).
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+InFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, resolve_path=True)]
+InDir = Annotated[Path, typer.Argument(exists=True, file_okay=False, resolve_path=True)]
+
+
+def handle_errors(fn: F) -> F:
+    """Turn ``TalkfaceError`` into a one-line message + exit 1, Ctrl-C into exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TalkfaceError as e:
+            if os.environ.get("TALKFACE_DEBUG"):
+                raise
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print("[dim](set TALKFACE_DEBUG=1 for the traceback)[/]", highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"talkface {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """talkface: prepare data, train (Soft-DTW), animate speech, render video with sound, evaluate."""
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A Rich progress bar; yields ``update(completed=None, total=None, description=None, advance=None)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+
+        def update(**kw: Any) -> None:
+            progress.update(task, **{k: v for k, v in kw.items() if v is not None})
+
+        yield update
+
+
+# --------------------------------------------------------------------------------------------- prepare
+def _prepare_summary(report: Any) -> None:
+    table = Table(title=f"prepared → {report.out_dir}")
+    table.add_column("split")
+    table.add_column("clips", justify="right")
+    for split, n in sorted(report.clips_per_split.items(), key=lambda kv: str(kv[0])):
+        table.add_row(str(split), str(n))
+    console.print(table)
+    console.print(f"{report.minutes:.1f} min of speech; {report.written} clips written, {report.reused} reused")
+    for name, reason in report.skipped:
+        console.print(f"[yellow]skipped[/] {name}: {reason}")
+
+
+def _progress_callback(update: Callable[..., None]) -> Callable[[int, int, str], None]:
+    return lambda done, total, name: update(completed=done, total=total, description=f"prepare {name}")
+
+
+@prepare_app.command("vocaset")
+@handle_errors
+def prepare_vocaset_cmd(
+    raw_dir: InDir,
+    out_dir: Annotated[Path, typer.Argument(resolve_path=True, help="Output folder.")],
+    fps: Annotated[int, typer.Option(help="30 (every second 60 fps frame, as FaceFormer) or 60.")] = 30,
+    splits: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="TOML split file.")] = None,
+    faces: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Topology mesh (FLAME_sample.ply).")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """VOCASET raw training data (data_verts.npy, raw_audio_fixed.pkl, templates.pkl, subj_seq_to_idx.pkl)."""
+    from talkface.data import prepare_vocaset
+
+    if fps not in (30, 60):
+        raise typer.BadParameter(f"--fps must be 30 or 60, got {fps}", param_hint="--fps")
+    with progress_bar("prepare") as update:
+        report = prepare_vocaset(raw_dir, out_dir, fps=fps, splits=splits, faces=faces,
+                                 on_progress=_progress_callback(update), overwrite=overwrite)
+    _prepare_summary(report)
+
+
+@prepare_app.command("synthetic")
+@handle_errors
+def prepare_synthetic_cmd(
+    out_dir: Annotated[Path, typer.Argument(resolve_path=True, help="Folder for the raw VOCASET-format corpus.")],
+    speakers: Annotated[int, typer.Option(min=2, help="Number of synthetic speakers.")] = 6,
+    sentences: Annotated[int, typer.Option(min=3, help="Sentences per speaker.")] = 8,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Generate a synthetic corpus (procedural head, espeak-ng speech) in VOCASET's raw format."""
+    from talkface.synthetic import write_synthetic_vocaset
+
+    with progress_bar("synthesise") as update:
+        report = write_synthetic_vocaset(out_dir, num_speakers=speakers, num_sentences=sentences, seed=seed,
+                                         on_progress=lambda done, total, name: update(completed=done, total=total))
+    console.print(f"wrote {report.clips} clips of {len(report.speakers)} speakers ({report.seconds:.0f} s of speech) "
+              f"to {report.out_dir}; next: talkface prepare vocaset {report.out_dir} DATA "
+              f"--splits {Path(report.out_dir) / 'splits.toml'}")
+
+
+# --------------------------------------------------------------------------------------------- train
+@app.command()
+@handle_errors
+def train(
+    data_dir: InDir,
+    out: Annotated[Path, typer.Option("--out", resolve_path=True, help="Run folder.")],
+    loss: Annotated[str, typer.Option(help="softdtw, mse or softdtw+mse.")] = "softdtw",
+    gamma: Annotated[float, typer.Option(help="Soft-DTW smoothing γ (paper: 1e-3).")] = 1e-3,
+    cost: Annotated[str, typer.Option(help="sqeuclidean or euclidean frame cost.")] = "sqeuclidean",
+    divergence: Annotated[bool, typer.Option(help="Soft-DTW divergence (0 at x = y).")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per step (padded, masked).")] = 1,
+    teacher_forcing: Annotated[bool, typer.Option(help="Feed ground truth (default: autoregressive).")] = False,
+    preset: Annotated[str | None, typer.Option(help="vocaset or biwi model numbers.")] = None,
+    encoder: Annotated[str, typer.Option(help="Pretrained wav2vec 2.0: hub name or local folder; "
+                                              "'tiny' = small random-init encoder (smoke tests).")]
+    = "facebook/wav2vec2-base-960h",
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs.")] = 100,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
+    grad_accum: Annotated[int, typer.Option(min=1, help="Gradient accumulation steps.")] = 1,
+    feature_dim: Annotated[int | None, typer.Option(help="Override the decoder width D.")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train FaceFormer with the Soft-DTW loss on a prepared dataset."""
+    from talkface.config import TrainConfig
+    from talkface.train import train as run_train
+
+    config = TrainConfig(loss=loss, gamma=gamma, cost=cost, divergence=divergence, batch_size=batch_size,
+                         teacher_forcing=teacher_forcing, epochs=epochs, lr=lr, seed=seed, grad_accum=grad_accum,
+                         encoder=encoder)
+    encoder_config = None
+    if encoder == "tiny":
+        from talkface.model import tiny_encoder_config
+
+        encoder_config = tiny_encoder_config()
+    overrides = {"feature_dim": feature_dim} if feature_dim else None
+    with progress_bar("train") as update:
+        def on_progress(event: dict[str, Any]) -> None:
+            if event["event"] == "start":
+                update(total=event["epochs"] * event["steps_per_epoch"], completed=0)
+            elif event["event"] == "step":
+                update(advance=1, description=f"epoch {event['epoch']} loss {event['loss']:.4g}")
+
+        result = run_train(data_dir, out, config, preset=preset, model_overrides=overrides,
+                           encoder_config=encoder_config, device=device, overwrite=overwrite, on_progress=on_progress)
+    _history_table(result.history)
+    console.print(f"run folder: {result.run_dir} (best: {result.best_path.name if result.best_path else '-'})")
+
+
+def _fmt(value: Any, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{value * scale:.4g}"
+
+
+def _history_table(history: list[dict[str, Any]]) -> None:
+    table = Table(title="training")
+    for col in ("epoch", "train loss", "val loss", "val LVE ×1e-5", "s"):
+        table.add_column(col, justify="right")
+    rows = history if len(history) <= 12 else history[:3] + history[-8:]
+    for h in rows:
+        table.add_row(str(h["epoch"]), _fmt(h["train_loss"]), _fmt(h.get("val_loss")),
+                      _fmt(h.get("val_lve"), 1e5), f"{h['seconds']:.1f}")
+    console.print(table)
+
+
+# --------------------------------------------------------------------------------------------- animate
+@app.command()
+@handle_errors
+def animate(
+    audio: Annotated[list[Path], typer.Argument(exists=True, resolve_path=True, help="Audio files or folders.")],
+    checkpoint: Annotated[Path, typer.Option(exists=True, resolve_path=True, help="Run folder or .safetensors.")],
+    style: Annotated[str, typer.Option(help="Training speaker, a mix A:0.7,B:0.3, or 'all'.")],
+    out: Annotated[Path, typer.Option(resolve_path=True, help="Output file (one input) or folder.")],
+    subject: Annotated[str | None, typer.Option(help="Whose neutral face to animate (default: the style's).")] = None,
+    template: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Any mesh with the model's vertex count.")] = None,
+    render: Annotated[bool, typer.Option("--render", help="Also render an mp4 with the audio.")] = False,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Animate speech in a chosen speaker's style (.npz, FaceFormer .npy, or an OBJ folder)."""
+    from talkface import workflows
+
+    inputs = workflows.expand_audio_inputs(audio)
+    results = workflows.animate_files(inputs, checkpoint=checkpoint, style=style, out=out, subject=subject,
+                                      template=template, device=device, overwrite=overwrite, render=render)
+    failed = 0
+    for r in results:
+        if r.error is None:
+            out_paths = ", ".join(str(p) for p in r.outputs)
+            console.print(f"[green]ok[/] {r.audio.name} → {out_paths}")
+        else:
+            failed += 1
+            err.print(f"[bold red]error:[/] {r.error}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------------------------- render
+def _render_config(size: int, background: str, msaa: bool) -> Any:
+    from talkface.render import RenderConfig, parse_background
+
+    return RenderConfig(size=size, background=parse_background(background), msaa=msaa)
+
+
+@app.command()
+@handle_errors
+def render(
+    animation: InFile,
+    out: Annotated[Path, typer.Option(resolve_path=True, help="Output .mp4.")],
+    audio: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Audio to mux in.")] = None,
+    template: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Mesh with the faces (for .npy input).")] = None,
+    fps: Annotated[float | None, typer.Option(help="Frame rate (required for .npy).")] = None,
+    size: Annotated[int, typer.Option(help="Image size in pixels (square).")] = 800,
+    background: Annotated[str, typer.Option(help="black, white or #rrggbb.")] = "black",
+    compare: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Ground truth, shown side by side.")] = None,
+    error_map: Annotated[bool, typer.Option("--error-map", help="Colour by per-vertex error vs --compare (mm).")] = False,
+    msaa: Annotated[bool, typer.Option(help="Anti-aliasing (slower on software GL).")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Render an animation offscreen to an H.264 mp4 with the audio muxed in."""
+    from talkface import workflows
+    from talkface.render import render_video
+
+    if fps is not None and fps <= 0:
+        raise typer.BadParameter(f"--fps must be > 0, got {fps}", param_hint="--fps")
+    if error_map and compare is None:
+        raise typer.BadParameter("--error-map needs --compare GT", param_hint="--error-map")
+    config = _render_config(size, background, msaa)
+    anim = workflows.load_animation_for_render(animation, template=template, fps=fps)
+    gt = workflows.load_animation_for_render(compare, template=template, fps=anim.fps) if compare else None
+    with progress_bar("render", total=anim.num_frames) as update:
+        path = render_video(anim, out, audio=audio, config=config, compare=gt, error_map=error_map,
+                            on_progress=lambda done, total: update(completed=done, total=total), overwrite=overwrite)
+    console.print(f"wrote {path}")
+
+
+# --------------------------------------------------------------------------------------------- evaluate / info
+@app.command()
+@handle_errors
+def evaluate(
+    data: Annotated[Path, typer.Option(exists=True, file_okay=False, resolve_path=True, help="Prepared dataset.")],
+    checkpoint: Annotated[Path | None, typer.Option(exists=True, resolve_path=True, help="Run folder or .safetensors.")] = None,
+    pred: Annotated[Path | None, typer.Option(exists=True, file_okay=False, resolve_path=True,
+                                              help="Folder of predictions (<clip>.npy/.npz or <clip>_condition_<spk>.npy).")] = None,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    report: Annotated[Path | None, typer.Option(resolve_path=True, help="Write a JSON report here.")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Score predictions: LVE (m², ×1e-5), LVE (mm, sqrt), FDD and MVE."""
+    from talkface import workflows
+
+    if (checkpoint is None) == (pred is None):
+        raise typer.BadParameter("give exactly one of --checkpoint or --pred", param_hint="--checkpoint/--pred")
+    result = workflows.evaluate(data, split=split, checkpoint=checkpoint, pred=pred, device=device)
+    table = Table(title=f"{split} split: {result['sequences']} sequences, {result['frames']} frames")
+    for col in ("metric", "value", "unit"):
+        table.add_column(col)
+    table.add_row("LVE", _fmt(result["lve"], 1e5), "×1e-5 m² (squared, max over lips, mean over frames)")
+    table.add_row("LVE (sqrt)", _fmt(result["lve_mm"]), "mm")
+    table.add_row("FDD", _fmt(result["fdd"], 1e7), "×1e-7 m² (signed, mean over sequences)")
+    table.add_row("MVE", _fmt(result["mve"], 1e3), "mm")
+    console.print(table)
+    if report is not None:
+        import json
+
+        from talkface.fileio import write_text_atomic
+
+        write_text_atomic(report, json.dumps(result, indent=2))
+        console.print(f"report: {report}")
+
+
+@app.command()
+@handle_errors
+def info(checkpoint: Annotated[Path, typer.Argument(exists=True, resolve_path=True, help="Run folder or .safetensors.")]) -> None:
+    """Show a checkpoint's config, speakers, fps and size."""
+    from talkface.checkpoint import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(checkpoint)
+    table = Table(title=str(checkpoint), show_header=False)
+    for key, value in meta.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+# --------------------------------------------------------------------------------------------- demo
+@app.command()
+@handle_errors
+def demo(
+    out: Annotated[Path, typer.Option(resolve_path=True, help="Folder for everything the demo writes.")] = Path("demo-output"),
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs (default: the demo's recipe).")] = None,
+    overwrite: OverwriteOpt = True,
+) -> None:
+    """Run the whole pipeline offline on a synthetic corpus: synthesise → prepare → train → animate → render."""
+    from talkface.demo import run_demo
+
+    with progress_bar("demo") as update:
+        def on_progress(stage: str, done: int | None = None, total: int | None = None) -> None:
+            update(description=stage, completed=done, total=total)
+
+        result = run_demo(out, epochs=epochs, on_progress=on_progress)
+    table = Table(title="talkface demo")
+    table.add_column("")
+    table.add_column("")
+    for key, value in result.summary().items():
+        table.add_row(key, value)
+    console.print(table)
+    console.print(f"[bold green]video with sound:[/] {result.video}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except TalkfaceError as e:  # raised outside a command (callbacks); commands handle their own
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(1)

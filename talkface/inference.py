@@ -1,0 +1,148 @@
+"""Animate speech with a trained model: style selection, template choice and autoregressive generation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from talkface.animation import Animation
+from talkface.errors import ConfigError, TemplateError
+
+if TYPE_CHECKING:
+    from talkface.model import TalkFaceModel
+
+
+@dataclass(frozen=True)
+class Style:
+    """A style condition: a label for file names and weights over the training speakers.
+
+    Attributes:
+        label: e.g. ``FaceTalk_170728_03272_TA`` or ``A0.7+B0.3``.
+        weights: (N,) float32, sums to 1 (a one-hot for one speaker).
+    """
+
+    label: str
+    weights: np.ndarray
+
+
+def parse_style(spec: str, speakers: tuple[str, ...] | list[str]) -> list[Style]:
+    """Parse ``--style``: one speaker name, ``all``, or a mix ``A:0.7,B:0.3``.
+
+    Args:
+        spec: the flag's value.
+        speakers: training speakers in one-hot order.
+
+    Returns:
+        One ``Style`` (several for ``all``).
+
+    Raises:
+        ConfigError: unknown speaker (lists the valid ones), empty mix, bad or non-normalised weights.
+    """
+    speakers = list(speakers)
+    valid = ", ".join(speakers)
+    spec = spec.strip()
+    if not spec:
+        raise ConfigError(f"--style is empty; give a training speaker ({valid}), a mix A:0.7,B:0.3, or 'all'")
+    if spec == "all":
+        return [Style(name, np.eye(len(speakers), dtype=np.float32)[i]) for i, name in enumerate(speakers)]
+    weights = np.zeros(len(speakers), dtype=np.float32)
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not parts:
+        raise ConfigError(f"--style {spec!r} names no speaker; valid speakers: {valid}")
+    labels = []
+    for part in parts:
+        name, _, value = part.partition(":")
+        name = name.strip()
+        if name not in speakers:
+            raise ConfigError(f"unknown style {name!r}; valid styles are: {valid} (or 'all', or a mix A:0.7,B:0.3)")
+        try:
+            w = 1.0 if not value else float(value)
+        except ValueError:
+            raise ConfigError(f"--style weight {value!r} for {name} is not a number") from None
+        if not math.isfinite(w) or w < 0:
+            raise ConfigError(f"--style weight for {name} must be a finite number >= 0, got {value}")
+        weights[speakers.index(name)] += w
+        labels.append(f"{name}{w:g}")
+    if len(parts) == 1 and ":" not in parts[0]:
+        return [Style(parts[0], weights)]
+    total = float(weights.sum())
+    if abs(total - 1.0) > 1e-3:
+        raise ConfigError(f"--style weights sum to {total:g}; they must sum to 1 (e.g. A:0.7,B:0.3)")
+    label = "+".join(labels)
+    return [Style(label, weights / max(float(weights.sum()), 1e-12))]
+
+
+def choose_template(
+    templates: dict[str, np.ndarray],
+    *,
+    subject: str | None,
+    style: Style,
+    speakers: tuple[str, ...] | list[str],
+    template_file: str | Path | None,
+    num_vertices: int,
+) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """Pick the neutral face to animate.
+
+    Order: ``template_file`` (any mesh with the model's vertex count), else ``subject`` from the
+    known templates, else the style's dominant speaker.
+
+    Returns:
+        (name, vertices (V, 3) float32, faces (F, 3) int32 or None).
+
+    Raises:
+        TemplateError: unknown subject (lists the known ones) or wrong vertex count.
+    """
+    from talkface.mesh import check_vertices, load_mesh
+
+    if template_file is not None:
+        mesh = load_mesh(template_file, num_vertices=num_vertices)
+        return Path(template_file).stem, mesh.vertices, mesh.faces
+    name = subject or list(speakers)[int(np.argmax(style.weights))]
+    if name not in templates:
+        known = ", ".join(sorted(templates)) or "none"
+        raise TemplateError(
+            f"no template for subject {name!r}; known subjects: {known}. Pass --template MESH to use any mesh "
+            f"with {num_vertices} vertices"
+        )
+    return name, check_vertices(templates[name], f"template {name}", num_vertices), None
+
+
+def animate(
+    model: TalkFaceModel,
+    audio: np.ndarray,
+    template: np.ndarray,
+    style: Style,
+    *,
+    device: Any = "cpu",
+) -> np.ndarray:
+    """Generate vertices for one waveform.
+
+    Args:
+        model: a trained ``TalkFaceModel`` (eval mode is set here).
+        audio: (S,) float32, 16 kHz mono.
+        template: (V, 3) float32 neutral face.
+        style: the style condition.
+        device: torch device.
+
+    Returns:
+        (T, V, 3) float32 vertices, T = audio duration × fps.
+    """
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        vertices = model.generate(
+            torch.as_tensor(audio, dtype=torch.float32, device=device),
+            torch.as_tensor(template, dtype=torch.float32, device=device),
+            torch.as_tensor(style.weights, dtype=torch.float32, device=device),
+        )
+    return vertices.detach().cpu().numpy().astype(np.float32)
+
+
+def make_animation(vertices: np.ndarray, fps: float, faces: np.ndarray | None, **meta: Any) -> Animation:
+    """Bundle generated vertices (T, V, 3) into an ``Animation`` with JSON-able metadata."""
+    return Animation(vertices=vertices, fps=fps, faces=faces, meta={k: v for k, v in meta.items() if v is not None})

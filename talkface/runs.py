@@ -1,0 +1,71 @@
+"""The run folder: what ``train`` writes next to its checkpoints so that ``animate``, ``render`` and
+``evaluate`` need nothing else.
+
+Layout::
+
+    RUN/config.json       resolved train + model config, dataset path, versions
+    RUN/best.safetensors  best validation checkpoint (self-describing: config inside)
+    RUN/last.safetensors  checkpoint of the last finished epoch
+    RUN/metrics.jsonl     one JSON object per epoch (train loss, val loss, val LVE, seconds)
+    RUN/loss.png          train/val loss and val LVE curves
+    RUN/templates.npz     (V, 3) float32 neutral face per speaker of the dataset
+    RUN/faces.npy         (F, 3) int32 topology, when the dataset has one
+    RUN/regions.npz       vertex index sets (lips, forehead, eye_region, ...), when known
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from talkface.errors import CheckpointError
+
+RUN_ASSETS = ("templates.npz", "faces.npy", "regions.npz")
+
+
+@dataclass(frozen=True)
+class RunAssets:
+    """Templates, topology and regions stored with a run (or a prepared dataset)."""
+
+    templates: dict[str, np.ndarray]
+    faces: np.ndarray | None
+    regions: dict[str, np.ndarray]
+
+
+def copy_run_assets(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> None:
+    """Copy the dataset's templates/faces/regions into the run folder (atomically, file by file)."""
+    from talkface.fileio import atomic_path
+
+    for name in RUN_ASSETS:
+        src = Path(data_dir) / name
+        if src.is_file():
+            with atomic_path(Path(run_dir) / name) as tmp:
+                shutil.copyfile(src, tmp)
+
+
+def load_run_assets(folder: str | os.PathLike[str]) -> RunAssets:
+    """Read templates/faces/regions from a run folder or a prepared dataset; missing files give empties.
+
+    Raises:
+        CheckpointError: a file exists but cannot be read.
+    """
+    folder = Path(folder)
+    templates: dict[str, np.ndarray] = {}
+    regions: dict[str, np.ndarray] = {}
+    faces = None
+    try:
+        if (folder / "templates.npz").is_file():
+            with np.load(folder / "templates.npz", allow_pickle=False) as z:
+                templates = {k: z[k].astype(np.float32) for k in z.files}
+        if (folder / "faces.npy").is_file():
+            faces = np.load(folder / "faces.npy", allow_pickle=False).astype(np.int32)
+        if (folder / "regions.npz").is_file():
+            with np.load(folder / "regions.npz", allow_pickle=False) as z:
+                regions = {k: z[k].astype(np.int64) for k in z.files}
+    except Exception as e:
+        raise CheckpointError(f"{folder}: cannot read run assets ({e}); re-run training or prepare") from e
+    return RunAssets(templates, faces, regions)
