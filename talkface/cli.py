@@ -133,6 +133,71 @@ def prepare_vocaset_cmd(
     _prepare_summary(report)
 
 
+SplitsOpt = Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="TOML split file.")]
+FacesOpt = Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Topology mesh (e.g. FLAME_sample.ply).")]
+
+
+@prepare_app.command("faceformer")
+@handle_errors
+def prepare_faceformer_cmd(
+    raw_dir: InDir,
+    out_dir: Annotated[Path, typer.Argument(resolve_path=True, help="Output folder.")],
+    fps: Annotated[int, typer.Option(help="Target fps (30 = every second frame of the 60 fps npy files).")] = 30,
+    source_fps: Annotated[int, typer.Option(help="Frame rate of vertices_npy/*.npy.")] = 60,
+    splits: SplitsOpt = None,
+    faces: FacesOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """FaceFormer's processed layout: wav/, vertices_npy/, templates.pkl."""
+    from talkface.data import prepare_faceformer
+
+    with progress_bar("prepare") as update:
+        report = prepare_faceformer(raw_dir, out_dir, fps=fps, source_fps=source_fps, splits=splits, faces=faces,
+                                    on_progress=_progress_callback(update), overwrite=overwrite)
+    _prepare_summary(report)
+
+
+@prepare_app.command("biwi")
+@handle_errors
+def prepare_biwi_cmd(
+    raw_dir: InDir,
+    out_dir: Annotated[Path, typer.Argument(resolve_path=True, help="Output folder.")],
+    splits: SplitsOpt = None,
+    faces: FacesOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """BIWI as processed by FaceFormer/CodeTalker (70110-d npy at 25 fps, 44.1 kHz wav, templates.pkl)."""
+    from talkface.data import prepare_biwi
+
+    with progress_bar("prepare") as update:
+        report = prepare_biwi(raw_dir, out_dir, splits=splits, faces=faces, on_progress=_progress_callback(update),
+                              overwrite=overwrite)
+    _prepare_summary(report)
+
+
+@prepare_app.command("folder")
+@handle_errors
+def prepare_folder_cmd(
+    raw_dir: InDir,
+    out_dir: Annotated[Path, typer.Argument(resolve_path=True, help="Output folder.")],
+    fps: Annotated[float, typer.Option(help="Frame rate of your motion files.")],
+    source_fps: Annotated[float | None, typer.Option(help="Rate of the files when subsampling to --fps.")] = None,
+    templates: Annotated[Path | None, typer.Option(exists=True, file_okay=False, help="Folder of <speaker> meshes.")] = None,
+    splits: SplitsOpt = None,
+    faces: FacesOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Your own data: <speaker>_<sentence>.wav with matching .npy (or a folder of OBJ/PLY frames)."""
+    from talkface.data import prepare_folder
+
+    if fps <= 0:
+        raise typer.BadParameter(f"--fps must be > 0, got {fps}", param_hint="--fps")
+    with progress_bar("prepare") as update:
+        report = prepare_folder(raw_dir, out_dir, fps=fps, source_fps=source_fps, splits=splits, faces=faces,
+                                templates=templates, on_progress=_progress_callback(update), overwrite=overwrite)
+    _prepare_summary(report)
+
+
 @prepare_app.command("synthetic")
 @handle_errors
 def prepare_synthetic_cmd(

@@ -62,8 +62,23 @@ def pick_heldout_clip(dataset: Any, speakers: tuple[str, ...]) -> Any:
     return next((c for c in test if c.speaker in speakers), test[0])
 
 
-def run_demo(out_dir: str | Path, *, epochs: int | None = None, on_progress: StageFn | None = None) -> DemoResult:
+def run_demo(
+    out_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    num_speakers: int = 6,
+    num_sentences: int = 8,
+    render_size: int = DEMO_RENDER_SIZE,
+    on_progress: StageFn | None = None,
+) -> DemoResult:
     """Run the whole pipeline in ``out_dir`` (re-using nothing: each stage overwrites its outputs).
+
+    Args:
+        out_dir: folder for the corpus, prepared data, run, animation and video.
+        epochs: training epochs (default ``DEMO_EPOCHS``).
+        num_speakers, num_sentences: corpus size (the tests use a smaller one).
+        render_size: video width and height in pixels.
+        on_progress: ``(stage, done=None, total=None)`` callback.
 
     Returns:
         A ``DemoResult`` with the mp4 path and the lip-opening correlation between the predicted
@@ -89,7 +104,8 @@ def run_demo(out_dir: str | Path, *, epochs: int | None = None, on_progress: Sta
     t = time.perf_counter()
 
     stage("synthesise corpus")
-    raw = write_synthetic_vocaset(out / "raw", on_progress=lambda d, n, name: stage("synthesise corpus", d, n))
+    raw = write_synthetic_vocaset(out / "raw", num_speakers=num_speakers, num_sentences=num_sentences,
+                                 on_progress=lambda d, n, name: stage("synthesise corpus", d, n))
     timings["synthesise"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -136,7 +152,7 @@ def run_demo(out_dir: str | Path, *, epochs: int | None = None, on_progress: Sta
     t = time.perf_counter()
     stage("render", 0, animation.num_frames)
     video = render_video(animation, out / "demo.mp4", audio=audio_path,
-                         config=RenderConfig(size=DEMO_RENDER_SIZE), overwrite=True,
+                         config=RenderConfig(size=render_size), overwrite=True,
                          on_progress=lambda d, n: stage("render", d, n))
     timings["render"] = time.perf_counter() - t
     history = result.history

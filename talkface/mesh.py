@@ -82,7 +82,10 @@ def load_mesh(path: str | os.PathLike[str], num_vertices: int | None = None) -> 
             import trimesh
 
             mesh = trimesh.load(p, process=False, force="mesh")
-            vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+            vertices = np.asarray(mesh.vertices)
+            faces = np.asarray(getattr(mesh, "faces", np.zeros((0, 3))))
+            if vertices.size == 0:
+                raise TemplateError(f"{p}: mesh has no vertices (trimesh read it as an empty mesh or point cloud)")
         else:
             raise TemplateError(f"{p}: unknown mesh format {suffix!r}; expected .obj, .ply, .npz or .npy")
     except TemplateError:

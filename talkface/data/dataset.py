@@ -1,0 +1,209 @@
+"""Reading a prepared dataset (format in ``talkface.data.prepared``): metadata, templates, clips."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from talkface.audio import SAMPLE_RATE
+from talkface.data.prepared import DATASET_FORMAT, DATASET_VERSION
+from talkface.data.splits import SPLIT_NAMES
+from talkface.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """One manifest entry.
+
+    Attributes:
+        name: ``<speaker>_<sentence>``.
+        split: "train" | "val" | "test" | None.
+        path: absolute path of the clip ``.npz``.
+        num_frames: T motion frames at the dataset fps.
+        num_samples: S audio samples at 16 kHz.
+    """
+
+    name: str
+    speaker: str
+    sentence: str
+    split: str | None
+    path: Path
+    num_frames: int
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One training clip.
+
+    Attributes:
+        audio: (S,) float32, 16 kHz mono in [-1, 1].
+        vertices: (T, V, 3) float32 absolute positions (metres for FLAME).
+        template: (V, 3) float32 neutral face of ``speaker``.
+        fps: motion frame rate, Hz.
+    """
+
+    name: str
+    speaker: str
+    audio: np.ndarray
+    vertices: np.ndarray
+    template: np.ndarray
+    fps: float
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared dataset folder, with its small parts loaded and its clips listed (not loaded).
+
+    Attributes:
+        path: the folder.
+        meta: dataset.json.
+        templates: speaker -> (V, 3) float32.
+        faces: (F, 3) int32 or None.
+        regions: region name -> (K,) int32 vertex indices (empty when the source had none).
+        clips: all manifest entries, in name order.
+    """
+
+    path: Path
+    meta: dict[str, Any]
+    templates: dict[str, np.ndarray]
+    faces: np.ndarray | None
+    regions: dict[str, np.ndarray]
+    clips: list[ClipInfo]
+
+    @property
+    def fps(self) -> float:
+        return float(self.meta["fps"])
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.meta["num_vertices"])
+
+    @property
+    def train_speakers(self) -> list[str]:
+        """Speakers in one-hot style order."""
+        return list(self.meta["train_speakers"])
+
+    def split(self, name: str) -> list[ClipInfo]:
+        """Clips of split ``name`` ("train", "val" or "test").
+
+        Raises:
+            DatasetError: unknown split name.
+        """
+        if name not in SPLIT_NAMES:
+            raise DatasetError(f"unknown split {name!r}; expected one of {list(SPLIT_NAMES)}")
+        return [c for c in self.clips if c.split == name]
+
+    def load_clip(self, info: ClipInfo) -> Clip:
+        """Read one clip file.
+
+        Raises:
+            DatasetError: missing or malformed clip file, or a speaker without template.
+        """
+        if info.speaker not in self.templates:
+            raise DatasetError(f"{self.path / 'templates.npz'}: no template for speaker {info.speaker}; "
+                               "prepare the dataset again")
+        try:
+            with np.load(info.path, allow_pickle=False) as z:
+                audio, vertices, fps = z["audio"], z["vertices"], float(z["fps"])
+        except FileNotFoundError as e:
+            raise DatasetError(f"{info.path}: clip file missing; prepare the dataset again to restore it") from e
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            raise DatasetError(f"{info.path}: not a readable prepared clip ({e}); prepare the dataset again") from e
+        expected = (info.num_frames, self.num_vertices, 3)
+        if vertices.shape != expected or audio.shape != (info.num_samples,):
+            raise DatasetError(f"{info.path}: vertices {vertices.shape} and audio {audio.shape} disagree with the "
+                               f"manifest ({expected} and ({info.num_samples},)); prepare the dataset again")
+        return Clip(info.name, info.speaker, audio.astype(np.float32, copy=False),
+                    vertices.astype(np.float32, copy=False), self.templates[info.speaker], fps)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: not readable JSON ({e}); prepare the dataset again") from e
+
+
+def _read_meta(root: Path) -> dict[str, Any]:
+    try:
+        meta = _read_json(root / "dataset.json")
+    except FileNotFoundError:
+        raise DatasetError(f"{root}: no dataset.json; expected a folder written by `talkface prepare`") from None
+    if not isinstance(meta, dict) or meta.get("format") != DATASET_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise DatasetError(f"{root / 'dataset.json'}: format {found!r}; expected {DATASET_FORMAT!r}, a folder "
+                           "written by `talkface prepare`")
+    if meta.get("version") != DATASET_VERSION:
+        raise DatasetError(f"{root / 'dataset.json'}: dataset format version {meta.get('version')!r}; this talkface "
+                           f"reads version {DATASET_VERSION}; prepare the dataset again with this version")
+    missing = [k for k in ("fps", "sample_rate", "num_vertices", "train_speakers", "splits") if k not in meta]
+    if missing:
+        raise DatasetError(f"{root / 'dataset.json'}: missing keys {missing}; prepare the dataset again")
+    if meta["sample_rate"] != SAMPLE_RATE:
+        raise DatasetError(f"{root / 'dataset.json'}: audio at {meta['sample_rate']} Hz; expected {SAMPLE_RATE}")
+    return meta
+
+
+def _read_manifest(root: Path) -> list[ClipInfo]:
+    path = root / "manifest.jsonl"
+    if not path.is_file():
+        raise DatasetError(f"{root}: no manifest.jsonl, so the prepare run did not finish; rerun the same "
+                           "`talkface prepare` command (it resumes)")
+    clips = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            e = json.loads(line)
+            clips.append(ClipInfo(str(e["name"]), str(e["speaker"]), str(e["sentence"]), e["split"],
+                                  root / e["file"], int(e["num_frames"]), int(e["num_samples"])))
+        except (ValueError, KeyError, TypeError) as err:
+            raise DatasetError(f"{path}:{number}: malformed manifest entry ({err}); prepare the dataset again") from err
+    return clips
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: not a readable npz ({e}); prepare the dataset again") from e
+
+
+def load_prepared(path: str | os.PathLike[str]) -> PreparedDataset:
+    """Open a prepared dataset folder.
+
+    Args:
+        path: the folder written by ``talkface prepare``.
+
+    Returns:
+        The ``PreparedDataset`` (clips listed, not loaded).
+
+    Raises:
+        DatasetError: not a prepared dataset, a different format version, an interrupted prepare,
+            or malformed files.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder; expected a dataset written by `talkface prepare`")
+    meta = _read_meta(root)
+    templates = {k: v.astype(np.float32, copy=False) for k, v in _read_arrays(root / "templates.npz").items()}
+    bad = {k: v.shape for k, v in templates.items() if v.shape != (meta["num_vertices"], 3)}
+    if bad:
+        raise DatasetError(f"{root / 'templates.npz'}: templates {bad} are not ({meta['num_vertices']}, 3)")
+    faces = None
+    if (root / "faces.npy").is_file():
+        try:
+            faces = np.load(root / "faces.npy", allow_pickle=False).astype(np.int32)
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"{root / 'faces.npy'}: not a readable array ({e})") from e
+    regions = _read_arrays(root / "regions.npz") if (root / "regions.npz").is_file() else {}
+    return PreparedDataset(root, meta, templates, faces, regions, _read_manifest(root))
