@@ -1,0 +1,153 @@
+"""CLI: each command parses, validates and delegates (library functions patched), and maps errors
+to exit codes: TalkfaceError → 1 with a one-line message, usage errors → 2."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from typer.testing import CliRunner
+
+from talkface import __version__
+from talkface.cli import app
+from talkface.errors import CheckpointError, DatasetError
+
+runner = CliRunner()
+
+
+def _ok(result, code=0):
+    assert result.exit_code == code, result.output
+    return result
+
+
+def test_version_and_help():
+    assert __version__ in _ok(runner.invoke(app, ["--version"])).output
+    out = _ok(runner.invoke(app, ["--help"])).output
+    for cmd in ("prepare", "train", "animate", "render", "evaluate", "demo", "info"):
+        assert cmd in out
+
+
+def _report(tmp_path):
+    return SimpleNamespace(out_dir=tmp_path, clips_per_split={"train": 3, "val": 1}, minutes=0.2, skipped=[("x", "gap")],
+                           written=4, reused=0)
+
+
+def test_prepare_vocaset_delegates(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake(raw, out, **kw):
+        seen.update(raw=raw, out=out, **kw)
+        return _report(out)
+
+    monkeypatch.setattr("talkface.data.prepare_vocaset", fake)
+    result = _ok(runner.invoke(app, ["prepare", "vocaset", str(tmp_path), str(tmp_path / "o"), "--fps", "60"]))
+    assert seen["raw"] == tmp_path and seen["fps"] == 60 and seen["overwrite"] is False
+    assert "skipped" in result.output
+
+
+def test_prepare_vocaset_errors(tmp_path, monkeypatch):
+    _ok(runner.invoke(app, ["prepare", "vocaset", str(tmp_path / "missing"), str(tmp_path / "o")]), 2)
+    _ok(runner.invoke(app, ["prepare", "vocaset", str(tmp_path), str(tmp_path / "o"), "--fps", "25"]), 2)
+
+    def boom(*a, **k):
+        raise DatasetError(f"{tmp_path}/data_verts.npy: missing; expected the four VOCASET files")
+
+    monkeypatch.setattr("talkface.data.prepare_vocaset", boom)
+    result = _ok(runner.invoke(app, ["prepare", "vocaset", str(tmp_path), str(tmp_path / "o")]), 1)
+    assert "data_verts.npy: missing" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("sub, fn", [("faceformer", "prepare_faceformer"), ("biwi", "prepare_biwi")])
+def test_prepare_other_sources_delegate(tmp_path, monkeypatch, sub, fn):
+    monkeypatch.setattr(f"talkface.data.{fn}", lambda raw, out, **kw: _report(out))
+    _ok(runner.invoke(app, ["prepare", sub, str(tmp_path), str(tmp_path / "o")]))
+
+
+def test_prepare_folder_needs_fps(tmp_path, monkeypatch):
+    monkeypatch.setattr("talkface.data.prepare_folder", lambda raw, out, **kw: _report(out))
+    _ok(runner.invoke(app, ["prepare", "folder", str(tmp_path), str(tmp_path / "o")]), 2)
+    _ok(runner.invoke(app, ["prepare", "folder", str(tmp_path), str(tmp_path / "o"), "--fps", "0"]), 2)
+    _ok(runner.invoke(app, ["prepare", "folder", str(tmp_path), str(tmp_path / "o"), "--fps", "30"]))
+
+
+def test_prepare_synthetic_delegates(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake(out, **kw):
+        seen.update(kw)
+        return SimpleNamespace(out_dir=out, clips=6, speakers=["a", "b"], seconds=12.0)
+
+    monkeypatch.setattr("talkface.synthetic.write_synthetic_vocaset", fake)
+    _ok(runner.invoke(app, ["prepare", "synthetic", str(tmp_path / "raw"), "--speakers", "2", "--sentences", "3"]))
+    assert seen["num_speakers"] == 2 and seen["num_sentences"] == 3
+
+
+def test_train_delegates_and_validates(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake(data, out, config, **kw):
+        seen.update(data=data, out=out, config=config, **kw)
+        return SimpleNamespace(history=[{"epoch": 1, "train_loss": 2.0, "val_loss": None, "seconds": 0.1}],
+                               run_dir=out, best_path=out / "best.safetensors")
+
+    monkeypatch.setattr("talkface.train.train", fake)
+    _ok(runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--loss", "mse", "--gamma", "0.01",
+                            "--epochs", "3", "--batch-size", "2", "--encoder", "tiny"]))
+    cfg = seen["config"]
+    assert (cfg.loss, cfg.gamma, cfg.epochs, cfg.batch_size) == ("mse", 0.01, 3, 2)
+    assert seen["encoder_config"] is not None  # 'tiny' builds a random-init encoder, no hub
+    result = _ok(runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "r2"), "--gamma", "-1"]), 1)
+    assert "gamma must be in (0, 10]" in result.output
+
+
+def test_animate_unknown_style_and_bad_checkpoint(tmp_path):
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"RIFF")
+    ckpt = tmp_path / "model.safetensors"
+    ckpt.write_bytes(b"not a checkpoint")
+    result = _ok(runner.invoke(app, ["animate", str(wav), "--checkpoint", str(ckpt), "--style", "A",
+                                     "--out", str(tmp_path / "o.npz")]), 1)
+    assert "model.safetensors" in result.output and "Traceback" not in result.output
+    _ok(runner.invoke(app, ["animate", str(tmp_path / "none.wav"), "--checkpoint", str(ckpt), "--style", "A",
+                            "--out", str(tmp_path / "o.npz")]), 2)
+
+
+def test_animate_reports_failed_inputs(tmp_path, monkeypatch):
+    from talkface.workflows import AnimateResult
+
+    wavs = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    for w in wavs:
+        w.write_bytes(b"x")
+    monkeypatch.setattr("talkface.workflows.animate_files", lambda inputs, **kw: [
+        AnimateResult(inputs[0], [Path("a.npz")]), AnimateResult(inputs[1], error="b.wav: not a readable audio file")])
+    result = _ok(runner.invoke(app, ["animate", *map(str, wavs), "--checkpoint", str(tmp_path), "--style", "A",
+                                     "--out", str(tmp_path / "out")]), 1)
+    assert "a.npz" in result.output and "not a readable audio file" in result.output
+
+
+def test_render_validates(tmp_path):
+    anim = tmp_path / "a.npy"
+    anim.write_bytes(b"x")
+    _ok(runner.invoke(app, ["render", str(anim), "--out", str(tmp_path / "o.mp4"), "--fps", "0"]), 2)
+    _ok(runner.invoke(app, ["render", str(anim), "--out", str(tmp_path / "o.mp4"), "--error-map"]), 2)
+    result = _ok(runner.invoke(app, ["render", str(anim), "--out", str(tmp_path / "o.mp4"), "--size", "7"]), 1)
+    assert "size" in result.output
+
+
+def test_evaluate_needs_exactly_one_source(tmp_path):
+    _ok(runner.invoke(app, ["evaluate", "--data", str(tmp_path)]), 2)
+    _ok(runner.invoke(app, ["evaluate", "--data", str(tmp_path), "--pred", str(tmp_path), "--checkpoint",
+                            str(tmp_path)]), 2)
+
+
+def test_info_and_demo_delegate(tmp_path, monkeypatch):
+    monkeypatch.setattr("talkface.checkpoint.read_checkpoint_meta", lambda p: {"format": "talkface", "fps": 30})
+    assert "talkface" in _ok(runner.invoke(app, ["info", str(tmp_path)])).output
+
+    def broken(p):
+        raise CheckpointError(f"{p}: not a talkface checkpoint")
+
+    monkeypatch.setattr("talkface.checkpoint.read_checkpoint_meta", broken)
+    assert "not a talkface checkpoint" in _ok(runner.invoke(app, ["info", str(tmp_path)]), 1).output
+    result_obj = SimpleNamespace(summary=lambda: {"clips": "3/1/1"}, video=tmp_path / "demo.mp4")
+    monkeypatch.setattr("talkface.demo.run_demo", lambda out, **kw: result_obj)
+    assert "demo.mp4" in _ok(runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])).output
