@@ -257,8 +257,8 @@ def train(
             if (step + 1) % config.grad_accum == 0 or step + 1 == steps_per_epoch:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            epoch_losses.append(float(loss))
-            emit({"event": "step", "epoch": epoch, "step": step + 1, "loss": float(loss), "clips": len(infos)})
+            epoch_losses.append(float(loss.detach()))
+            emit({"event": "step", "epoch": epoch, "step": step + 1, "loss": epoch_losses[-1], "clips": len(infos)})
         record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(epoch_losses))}
         if val_clips:
             record.update(evaluate_clips(model, dataset, val_clips, config, lips, device))
