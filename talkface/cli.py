@@ -227,6 +227,7 @@ def train(
     gamma: Annotated[float, typer.Option(help="Soft-DTW smoothing γ (paper: 1e-3).")] = 1e-3,
     cost: Annotated[str, typer.Option(help="sqeuclidean or euclidean frame cost.")] = "sqeuclidean",
     divergence: Annotated[bool, typer.Option(help="Soft-DTW divergence (0 at x = y).")] = False,
+    band: Annotated[int | None, typer.Option(help="Sakoe-Chiba band half-width in frames (default: none).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per step (padded, masked).")] = 1,
     teacher_forcing: Annotated[bool, typer.Option(help="Feed ground truth (default: autoregressive).")] = False,
     preset: Annotated[str | None, typer.Option(help="vocaset or biwi model numbers.")] = None,
@@ -245,7 +246,7 @@ def train(
     from talkface.config import TrainConfig
     from talkface.train import train as run_train
 
-    config = TrainConfig(loss=loss, gamma=gamma, cost=cost, divergence=divergence, batch_size=batch_size,
+    config = TrainConfig(loss=loss, gamma=gamma, cost=cost, divergence=divergence, band=band, batch_size=batch_size,
                          teacher_forcing=teacher_forcing, epochs=epochs, lr=lr, seed=seed, grad_accum=grad_accum,
                          encoder=encoder)
     encoder_config = None

@@ -121,6 +121,7 @@ class TrainConfig:
         gamma: soft-DTW smoothing, > 0 and <= 10.
         cost: frame cost, ``sqeuclidean`` (default) or ``euclidean`` (the paper's formula 3).
         divergence: use sdtw(x,y) - (sdtw(x,x)+sdtw(y,y))/2.
+        band: Sakoe-Chiba band half-width in frames (None: all alignments, the paper's loss).
         mse_weight: weight of the MSE term in ``softdtw+mse``.
         batch_size: clips per step (padded and masked).
         teacher_forcing: feed ground truth instead of the model's own outputs.
@@ -133,6 +134,7 @@ class TrainConfig:
     gamma: float = 1e-3
     cost: str = "sqeuclidean"
     divergence: bool = False
+    band: int | None = None
     mse_weight: float = 1.0
     batch_size: int = 1
     teacher_forcing: bool = False
@@ -155,5 +157,7 @@ class TrainConfig:
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         _positive("lr", self.lr)
+        if self.band is not None and (not isinstance(self.band, int) or self.band < 0):
+            raise ConfigError(f"band must be a non-negative number of frames, got {self.band!r}")
         if self.mse_weight < 0:
             raise ConfigError(f"mse_weight must be >= 0, got {self.mse_weight}")

@@ -105,7 +105,7 @@ def sequence_loss(pred: Any, target: Any, lengths: Any, config: TrainConfig) -> 
     total = 0.0
     if config.loss in ("softdtw", "softdtw+mse"):
         total = total + soft_dtw(x, y, config.gamma, x_lengths=lengths, y_lengths=lengths, cost=config.cost,
-                                 divergence=config.divergence, reduction="mean")
+                                 divergence=config.divergence, bandwidth=config.band, reduction="mean")
     if config.loss in ("mse", "softdtw+mse"):
         weight = 1.0 if config.loss == "mse" else config.mse_weight
         total = total + weight * masked_mse(x, y, lengths)

@@ -1,0 +1,215 @@
+"""Self-describing checkpoints: one ``.safetensors`` file whose metadata holds the configs as JSON.
+
+Layout: the model's ``state_dict`` tensors (float32, no shared storage) plus header metadata
+``{"format": "talkface", "format_version": "1", "talkface": "<JSON>"}`` where the JSON holds
+``format``, ``format_version``, ``talkface_version``, ``model_config``, ``encoder_config``
+(``Wav2Vec2Config.to_dict()``), ``speakers`` (one-hot order), ``fps`` and ``extra`` (training
+details). Loading needs no hub and no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from talkface._version import __version__
+from talkface.errors import CheckpointError, ConfigError
+from talkface.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from talkface.model import TalkFaceModel
+
+FORMAT = "talkface"
+FORMAT_VERSION = 1
+RUN_FILES = ("best.safetensors", "last.safetensors")  # looked up in this order inside a run folder
+_MAX_HEADER = 100 * 2**20  # bytes; safetensors' own limit
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint file for ``path``: the file itself, or a run folder's best/last checkpoint.
+
+    Raises:
+        CheckpointError: missing path, or a folder without ``best.safetensors``/``last.safetensors``.
+    """
+    p = Path(path)
+    if p.is_dir():
+        for name in RUN_FILES:
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"{p}: folder holds neither {' nor '.join(RUN_FILES)}; pass a run folder written "
+                              "by `talkface train` or a .safetensors checkpoint")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file or run folder")
+    return p
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, (Path, tuple, set)):
+        return str(value) if isinstance(value, Path) else list(value)
+    raise TypeError(f"checkpoint extra value {value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: TalkFaceModel, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to one ``.safetensors`` file atomically.
+
+    Args:
+        path: destination file.
+        model: the model.
+        extra: JSON-serialisable details stored under ``extra`` (epoch, losses, train config).
+
+    Returns:
+        The path written.
+    """
+    from safetensors.torch import save_file
+
+    from talkface.config import to_dict
+
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "talkface_version": __version__,
+        "model_config": to_dict(model.config), "encoder_config": model.encoder_config,
+        "speakers": list(model.config.speakers), "fps": model.config.fps,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "extra": extra or {},
+    }
+    # clone: safetensors refuses tensors that share storage (views, tied weights)
+    tensors = {name: t.detach().to("cpu").clone().contiguous() for name, t in model.state_dict().items()}
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                "talkface": json.dumps(meta, default=_json_default)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """Parse and validate a safetensors header without reading the tensors.
+
+    Raises:
+        CheckpointError: foreign or truncated file.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: {size} bytes is too short for a safetensors checkpoint (truncated?)")
+        length = int.from_bytes(head, "little")
+        if head.startswith(b"PK") or head[:1] == b"\x80":
+            raise CheckpointError(
+                f"{path}: is a PyTorch pickle/zip file, expected a talkface .safetensors checkpoint; convert "
+                "FaceFormer checkpoints with `talkface import-faceformer`"
+            )
+        if length > _MAX_HEADER:
+            raise CheckpointError(f"{path}: not a safetensors file (header length {length} bytes); expected a "
+                                  "talkface .safetensors checkpoint")
+        if 8 + length > size:
+            raise CheckpointError(f"{path}: truncated: the header needs {8 + length} bytes, the file has {size}; "
+                                  "copy the checkpoint again")
+        try:
+            header = json.loads(f.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path}: not a safetensors file (unreadable header: {e}); expected a "
+                                  "talkface .safetensors checkpoint") from e
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    expected = 8 + length + max(ends, default=0)
+    if size < expected:
+        raise CheckpointError(f"{path}: truncated: expected {expected} bytes, found {size}; copy the checkpoint again")
+    if size > expected:
+        raise CheckpointError(f"{path}: corrupt: expected {expected} bytes, found {size} (trailing data)")
+    return header
+
+
+def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint's JSON metadata (reads only the header).
+
+    Args:
+        path: a ``.safetensors`` checkpoint or a run folder.
+
+    Returns:
+        ``format``, ``format_version``, ``talkface_version``, ``model_config``, ``encoder_config``,
+        ``speakers``, ``fps``, ``created``, ``extra``, plus ``path``, ``num_parameters``, ``file_bytes``.
+
+    Raises:
+        CheckpointError: missing, truncated, foreign or newer-format file.
+    """
+    file = resolve_checkpoint(path)
+    header = _read_header(file)
+    metadata = header.get("__metadata__") or {}
+    found = metadata.get("format")
+    if found != FORMAT:
+        what = f"format {found!r}" if found else "no talkface metadata"
+        raise CheckpointError(f"{file}: expected a talkface checkpoint (metadata format {FORMAT!r}), found {what}; "
+                              "is this a checkpoint of another program?")
+    try:
+        version = int(metadata.get("format_version", ""))
+        meta = json.loads(metadata["talkface"])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{file}: talkface metadata is damaged ({e}); expected format_version and a JSON "
+                              "'talkface' entry") from e
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file}: checkpoint format version {version} (written by talkface {meta.get('talkface_version', '?')}); "
+            f"this talkface {__version__} reads format version {FORMAT_VERSION}; upgrade talkface"
+        )
+    if version < 1:
+        raise CheckpointError(f"{file}: checkpoint format version {version} is not supported; "
+                              f"expected {FORMAT_VERSION}")
+    tensors = [v for k, v in header.items() if k != "__metadata__"]
+    count = sum(_numel(v.get("shape", [])) for v in tensors)
+    return {**meta, "path": str(file), "num_parameters": count, "file_bytes": file.stat().st_size}
+
+
+def _numel(shape: list[int]) -> int:
+    out = 1
+    for n in shape:
+        out *= int(n)
+    return out
+
+
+def load_checkpoint(path: str | os.PathLike[str], device: Any = "cpu") -> tuple[TalkFaceModel, dict[str, Any]]:
+    """Rebuild the model of a checkpoint, in eval mode on ``device``.
+
+    Args:
+        path: a ``.safetensors`` checkpoint or a run folder (its ``best.safetensors``, else
+            ``last.safetensors``).
+        device: torch device.
+
+    Returns:
+        (model, metadata as ``read_checkpoint_meta`` returns it).
+
+    Raises:
+        CheckpointError: missing, truncated, foreign, newer-format or inconsistent checkpoint.
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from talkface.config import ModelConfig, from_dict
+    from talkface.model import TalkFaceModel
+
+    meta = read_checkpoint_meta(path)
+    file = Path(meta["path"])
+    try:
+        config = from_dict(ModelConfig, meta["model_config"])
+        encoder_config = dict(meta["encoder_config"])
+    except (ConfigError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{file}: model config in the checkpoint is invalid ({e})") from e
+    try:
+        # clone: fresh, 64-byte-aligned storage; tensors at the file's 8-byte offsets can take other
+        # SIMD paths and differ in the last bit
+        tensors = {k: v.clone() for k, v in load_file(str(file), device=str(torch.device(device))).items()}
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"{file}: cannot read the tensors ({e}); the file may be damaged") from e
+    # Build on the meta device (no random init of ~95M parameters), then adopt the loaded tensors.
+    with torch.device("meta"):
+        model = TalkFaceModel(config, encoder_config)
+    try:
+        model.load_state_dict(tensors, strict=True, assign=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{file}: weights do not match the model its config describes: {e}") from e
+    model.positional.reset_table(device)
+    return model.to(device).eval(), meta

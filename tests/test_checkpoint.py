@@ -1,0 +1,106 @@
+import json
+import struct
+
+import pytest
+import torch
+from torch import nn
+
+from talkface.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from talkface.errors import CheckpointError
+from talkface.model import TalkFaceModel
+
+
+@pytest.fixture
+def model(tiny_model_config, tiny_encoder_config):
+    torch.manual_seed(0)
+    m = TalkFaceModel(tiny_model_config, tiny_encoder_config).eval()
+    nn.init.normal_(m.motion_head.weight, std=0.05)
+    return m
+
+
+def test_round_trip_is_bit_exact(tmp_path, model):
+    path = save_checkpoint(tmp_path / "run" / "best.safetensors", model, extra={"epoch": 3, "val_loss": 0.25})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["best.safetensors"]  # no temp files left
+    loaded, meta = load_checkpoint(path)
+    assert not loaded.training
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert loaded.config == model.config and loaded.encoder_config["hidden_size"] == 32
+    assert not any(p.requires_grad for p in loaded.audio_encoder.wav2vec2.feature_extractor.parameters())
+    audio = torch.randn(12000) * 0.1
+    template, style = torch.randn(10, 3), torch.tensor([0.2, 0.8, 0.0])
+    assert torch.equal(model.generate(audio, template, style), loaded.generate(audio, template, style))
+    assert meta["format"] == "talkface" and meta["format_version"] == 1
+    assert meta["speakers"] == ["alice", "bob", "carol"] and meta["fps"] == 30.0
+    assert meta["extra"] == {"epoch": 3, "val_loss": 0.25}
+    assert meta["model_config"]["feature_dim"] == 16 and meta["encoder_config"]["conv_dim"] == [16] * 7
+
+
+def test_meta_is_cheap_and_counts_parameters(tmp_path, model):
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    meta = read_checkpoint_meta(path)
+    assert meta["num_parameters"] == sum(t.numel() for t in model.state_dict().values())
+    assert meta["talkface_version"] and meta["path"] == str(path)
+
+
+def test_run_folder_prefers_best_then_last(tmp_path, model):
+    run = tmp_path / "run"
+    save_checkpoint(run / "last.safetensors", model, extra={"which": "last"})
+    assert read_checkpoint_meta(run)["extra"]["which"] == "last"
+    save_checkpoint(run / "best.safetensors", model, extra={"which": "best"})
+    assert load_checkpoint(run)[1]["extra"]["which"] == "best"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="neither best.safetensors nor last.safetensors"):
+        load_checkpoint(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_truncated_file(tmp_path, model):
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    data = path.read_bytes()
+    for cut in (len(data) - 100, 200, 5):
+        (tmp_path / "cut.safetensors").write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="truncated|too short"):
+            load_checkpoint(tmp_path / "cut.safetensors")
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) - 100])
+    with pytest.raises(CheckpointError, match=f"expected {len(data)} bytes, found {len(data) - 100}"):
+        read_checkpoint_meta(tmp_path / "cut.safetensors")
+
+
+def test_foreign_files(tmp_path, model):
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    with pytest.raises(CheckpointError, match="PyTorch pickle/zip"):
+        load_checkpoint(tmp_path / "model.pt")
+    (tmp_path / "text.safetensors").write_text("hello, this is not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_checkpoint(tmp_path / "text.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="expected a talkface checkpoint .*found format 'pt'"):
+        load_checkpoint(tmp_path / "other.safetensors")
+
+
+def rewrite_meta(src, dst, **changes):
+    """Copy a checkpoint with edited header metadata (same tensors)."""
+    data = src.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8: 8 + n])
+    header["__metadata__"].update(changes)
+    raw = json.dumps(header).encode()
+    dst.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+
+
+def test_newer_format_and_mismatching_weights(tmp_path, model):
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    rewrite_meta(path, tmp_path / "new.safetensors", format_version="2")
+    with pytest.raises(CheckpointError, match="format version 2 .*reads format version 1"):
+        load_checkpoint(tmp_path / "new.safetensors")
+    meta = read_checkpoint_meta(path)
+    config = {**meta["model_config"], "feature_dim": 32}
+    talkface = {k: meta[k] for k in ("format", "format_version", "talkface_version", "encoder_config", "speakers",
+                                      "fps", "extra")}
+    rewrite_meta(path, tmp_path / "bad.safetensors", talkface=json.dumps({**talkface, "model_config": config}))
+    with pytest.raises(CheckpointError, match="weights do not match"):
+        load_checkpoint(tmp_path / "bad.safetensors")
