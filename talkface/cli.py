@@ -402,6 +402,25 @@ def info(checkpoint: Annotated[Path, typer.Argument(exists=True, resolve_path=Tr
     console.print(table)
 
 
+@app.command("import-faceformer")
+@handle_errors
+def import_faceformer_cmd(
+    pth: InFile,
+    speakers: Annotated[str, typer.Option(help="FaceFormer's --train_subjects, space- or comma-separated, in order.")],
+    out: Annotated[Path, typer.Option(resolve_path=True, help="Output folder or .safetensors file.")],
+    preset: Annotated[str, typer.Option(help="vocaset or biwi.")] = "vocaset",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Convert FaceFormer's released vocaset.pth/biwi.pth into a talkface checkpoint (no pickle code runs)."""
+    from talkface.faceformer_import import import_faceformer
+
+    names = [n for n in speakers.replace(",", " ").split() if n]
+    if not names:
+        raise typer.BadParameter("--speakers names no speaker", param_hint="--speakers")
+    path = import_faceformer(pth, preset=preset, speakers=names, out=out, overwrite=overwrite)
+    console.print(f"wrote {path}; animate with --checkpoint {path}")
+
+
 # --------------------------------------------------------------------------------------------- demo
 @app.command()
 @handle_errors

@@ -151,3 +151,20 @@ def test_info_and_demo_delegate(tmp_path, monkeypatch):
     result_obj = SimpleNamespace(summary=lambda: {"clips": "3/1/1"}, video=tmp_path / "demo.mp4")
     monkeypatch.setattr("talkface.demo.run_demo", lambda out, **kw: result_obj)
     assert "demo.mp4" in _ok(runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])).output
+
+
+def test_import_faceformer_delegates(tmp_path, monkeypatch):
+    pth = tmp_path / "vocaset.pth"
+    pth.write_bytes(b"x")
+    seen = {}
+
+    def fake(p, **kw):
+        seen.update(kw)
+        return tmp_path / "out" / "best.safetensors"
+
+    monkeypatch.setattr("talkface.faceformer_import.import_faceformer", fake)
+    _ok(runner.invoke(app, ["import-faceformer", str(pth), "--speakers", "A B,C", "--out", str(tmp_path / "out")]))
+    assert seen["speakers"] == ["A", "B", "C"] and seen["preset"] == "vocaset"
+    monkeypatch.undo()  # the real importer refuses a file that is not a FaceFormer checkpoint
+    result = _ok(runner.invoke(app, ["import-faceformer", str(pth), "--speakers", "A", "--out", str(tmp_path / "o2")]), 1)
+    assert "vocaset.pth" in result.output and "Traceback" not in result.output
