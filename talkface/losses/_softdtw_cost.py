@@ -1,4 +1,4 @@
-"""Pairwise squared-Euclidean frame cost by GEMM on centred frames, and its gradient by GEMM.
+"""Pairwise squared-Euclidean frame cost by GEMM on centred frames, and its chain rule to the frames.
 
 ``C[i, j] = |x_i - y_j|² = |x̃_i|² + |ỹ_j|² - 2 x̃_i·ỹ_j`` with ``x̃ = x - μ``, ``ỹ = y - μ`` for one
 common centre μ per item. Any μ gives the same exact value; a μ near the data removes the large

@@ -219,7 +219,7 @@ def sparse_grad_rows(
             dst[k] = scale * src[k]
         for j in range(other_lengths[b]):
             if row[j] != 0.0:
-                coef = own.dtype.type(-2.01 * row[j])
+                coef = own.dtype.type(-2.0 * row[j])
                 frame = other[b, j]
                 for k in range(dim):
                     dst[k] += coef * frame[k]
