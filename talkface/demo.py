@@ -128,8 +128,9 @@ def run_demo(
                   event["epoch"], total_epochs)
 
     stage("train", 0, total_epochs)
-    result = train(out / "data", out / "run", config, encoder_config=tiny_encoder_config(conv_dim=DEMO_CONV_DIM), device="cpu",
-                   overwrite=True, on_progress=on_train)
+    encoder_config = tiny_encoder_config(conv_dim=DEMO_CONV_DIM)
+    result = train(out / "data", out / "run", config, encoder_config=encoder_config, device="cpu", overwrite=True,
+                   on_progress=on_train)
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -104,9 +104,9 @@ def load_mesh(path: str | os.PathLike[str], num_vertices: int | None = None) -> 
 
 def obj_text(vertices: np.ndarray, faces: np.ndarray | None) -> str:
     """Wavefront OBJ text for one frame. vertices: (V, 3); faces: (F, 3) 0-based."""
-    lines = ["v %.6f %.6f %.6f" % tuple(v) for v in np.asarray(vertices, dtype=np.float64)]
+    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(vertices, dtype=np.float64)]
     if faces is not None:
-        lines += ["f %d %d %d" % tuple(f) for f in np.asarray(faces, dtype=np.int64) + 1]
+        lines += [f"f {a} {b} {c}" for a, b, c in np.asarray(faces, dtype=np.int64) + 1]
     return "\n".join(lines) + "\n"
 
 

@@ -27,8 +27,8 @@ def test_version_and_help():
 
 
 def _report(tmp_path):
-    return SimpleNamespace(out_dir=tmp_path, clips_per_split={"train": 3, "val": 1}, minutes=0.2, skipped=[("x", "gap")],
-                           written=4, reused=0)
+    return SimpleNamespace(out_dir=tmp_path, clips_per_split={"train": 3, "val": 1}, minutes=0.2,
+                           skipped=[("x", "gap")], written=4, reused=0)
 
 
 def test_prepare_vocaset_delegates(tmp_path, monkeypatch):
@@ -166,5 +166,6 @@ def test_import_faceformer_delegates(tmp_path, monkeypatch):
     _ok(runner.invoke(app, ["import-faceformer", str(pth), "--speakers", "A B,C", "--out", str(tmp_path / "out")]))
     assert seen["speakers"] == ["A", "B", "C"] and seen["preset"] == "vocaset"
     monkeypatch.undo()  # the real importer refuses a file that is not a FaceFormer checkpoint
-    result = _ok(runner.invoke(app, ["import-faceformer", str(pth), "--speakers", "A", "--out", str(tmp_path / "o2")]), 1)
+    args = ["import-faceformer", str(pth), "--speakers", "A", "--out", str(tmp_path / "o2")]
+    result = _ok(runner.invoke(app, args), 1)
     assert "vocaset.pth" in result.output and "Traceback" not in result.output

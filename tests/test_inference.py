@@ -29,7 +29,8 @@ def test_style_errors(spec, needle):
 def test_template_choice(tmp_path):
     templates = {"A": np.zeros((4, 3)), "B": np.ones((4, 3))}
     [s] = parse_style("B", SPEAKERS)
-    name, v, _ = choose_template(templates, subject=None, style=s, speakers=SPEAKERS, template_file=None, num_vertices=4)
+    name, v, _ = choose_template(templates, subject=None, style=s, speakers=SPEAKERS, template_file=None,
+                                 num_vertices=4)
     assert name == "B" and v.sum() == 12
     with pytest.raises(TemplateError, match="known subjects: A, B"):
         choose_template(templates, subject="Q", style=s, speakers=SPEAKERS, template_file=None, num_vertices=4)
