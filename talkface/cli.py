@@ -405,6 +405,8 @@ def info(checkpoint: Annotated[Path, typer.Argument(exists=True, resolve_path=Tr
     meta = read_checkpoint_meta(checkpoint)
     table = Table(title=str(checkpoint), show_header=False)
     for key, value in meta.items():
+        if key == "encoder_config" and isinstance(value, dict):
+            value = ", ".join(f"{k}={value.get(k)}" for k in ("hidden_size", "num_hidden_layers", "conv_dim"))
         table.add_row(key, str(value))
     console.print(table)
 
