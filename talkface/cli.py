@@ -436,9 +436,11 @@ def import_faceformer_cmd(
 def demo(
     out: Annotated[Path, typer.Option(resolve_path=True, help="Folder for everything the demo writes.")] = Path("demo-output"),
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs (default: the demo's recipe).")] = None,
-    overwrite: OverwriteOpt = True,
 ) -> None:
-    """Run the whole pipeline offline on a synthetic corpus: synthesise → prepare → train → animate → render."""
+    """Run the whole pipeline offline on a synthetic corpus: synthesise → prepare → train → animate → render.
+
+    Writes raw/, data/, run/, the animation and demo.mp4 inside --out, replacing a previous demo's outputs.
+    """
     from talkface.demo import run_demo
 
     with progress_bar("demo") as update:
