@@ -237,6 +237,7 @@ def train(
     write_text_atomic(run / "config.json", json.dumps({
         "train": to_dict(config), "model": to_dict(model_config), "data": str(Path(data_dir).resolve()),
         "preset": preset, "device": device}, indent=2))
+    write_text_atomic(run / "metrics.jsonl", "")  # a fresh log: --overwrite must not append to an old run's
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     rng = random.Random(config.seed)
     speakers = list(model_config.speakers)
