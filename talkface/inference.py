@@ -76,6 +76,18 @@ def parse_style(spec: str, speakers: tuple[str, ...] | list[str]) -> list[Style]
     return [Style(label, weights / max(float(weights.sum()), 1e-12))]
 
 
+def evaluation_styles(speaker: str, speakers: tuple[str, ...] | list[str]) -> list[Style]:
+    """FaceFormer's protocol: a training speaker under its own style, an unseen one under every training style.
+
+    Returns:
+        One-hot ``Style``s (labels are the training speakers' names).
+    """
+    speakers = list(speakers)
+    eye = np.eye(len(speakers), dtype=np.float32)
+    ids = [speakers.index(speaker)] if speaker in speakers else range(len(speakers))
+    return [Style(speakers[i], eye[i]) for i in ids]
+
+
 def choose_template(
     templates: dict[str, np.ndarray],
     *,

@@ -126,6 +126,7 @@ def evaluate_clips(model: Any, dataset: Any, clips: list[Any], config: TrainConf
     import torch
 
     from talkface import metrics
+    from talkface.inference import evaluation_styles
 
     speakers = list(model.config.speakers)
     losses, lves, mves = [], [], []
@@ -133,11 +134,9 @@ def evaluate_clips(model: Any, dataset: Any, clips: list[Any], config: TrainConf
     with torch.no_grad():
         for info in clips:
             clip = dataset.load_clip(info)
-            styles = [speakers.index(clip.speaker)] if clip.speaker in speakers else range(len(speakers))
             gt = torch.as_tensor(clip.vertices, device=device)
-            for s in styles:
-                style = torch.zeros(len(speakers), device=device)
-                style[s] = 1.0
+            for s in evaluation_styles(clip.speaker, speakers):
+                style = torch.as_tensor(s.weights, device=device)
                 pred = model.generate(torch.as_tensor(clip.audio, device=device),
                                       torch.as_tensor(clip.template, device=device), style,
                                       num_frames=int(gt.shape[0]))

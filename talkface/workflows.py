@@ -227,10 +227,7 @@ def evaluate(
 
 
 def _generate_all(model: Any, clip: Any, device: str) -> list[np.ndarray]:
-    from talkface.inference import Style, animate
+    from talkface.inference import animate, evaluation_styles
 
-    speakers = list(model.config.speakers)
-    eye = np.eye(len(speakers), dtype=np.float32)
-    ids = [speakers.index(clip.speaker)] if clip.speaker in speakers else range(len(speakers))
-    return [animate(model, clip.audio, clip.template, Style(speakers[i], eye[i]), device=device) for i in ids]
-
+    styles = evaluation_styles(clip.speaker, model.config.speakers)
+    return [animate(model, clip.audio, clip.template, s, device=device) for s in styles]

@@ -38,3 +38,13 @@ def test_template_choice(tmp_path):
     with pytest.raises(TemplateError, match="5 vertices but the model expects 4"):
         choose_template(templates, subject=None, style=s, speakers=SPEAKERS, template_file=tmp_path / "t.npy",
                         num_vertices=4)
+
+
+def test_evaluation_styles_follow_faceformer_protocol():
+    from talkface.inference import evaluation_styles
+
+    [own] = evaluation_styles("B", SPEAKERS)
+    assert own.label == "B" and own.weights.tolist() == [0, 1, 0]
+    unseen = evaluation_styles("Q", SPEAKERS)
+    assert [s.label for s in unseen] == list(SPEAKERS)
+    np.testing.assert_array_equal(np.stack([s.weights for s in unseen]), np.eye(3))
