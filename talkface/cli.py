@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from talkface._version import __version__
-from talkface.errors import TalkfaceError
+from talkface.errors import InterruptedRun, TalkfaceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,6 +52,9 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except InterruptedRun as e:
+            err.print(f"[yellow]interrupted:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         except TalkfaceError as e:
             if os.environ.get("TALKFACE_DEBUG"):
                 raise

@@ -41,3 +41,10 @@ class EncoderError(TalkfaceError):
 
 class OutputError(TalkfaceError):
     """An output path cannot be written (exists without --overwrite, is a folder, read-only)."""
+
+
+class InterruptedRun(TalkfaceError):
+    """Work was stopped by Ctrl-C after saving what was done; the message says how to resume.
+
+    The CLI prints the message and exits 130 (the shell's code for SIGINT), not 1.
+    """
