@@ -8,6 +8,8 @@ Layout::
     RUN/last.safetensors  checkpoint of the last finished epoch
     RUN/metrics.jsonl     one JSON object per epoch (train loss, val loss, val LVE, seconds)
     RUN/loss.png          train/val loss and val LVE curves
+    RUN/state.pt          resumable state: weights, optimizer, RNG states, data order, position
+    RUN/tensorboard/      TensorBoard event files (when tensorboard is installed)
     RUN/templates.npz     (V, 3) float32 neutral face per speaker of the dataset
     RUN/faces.npy         (F, 3) int32 topology, when the dataset has one
     RUN/regions.npz       vertex index sets (lips, forehead, eye_region, ...), when known

@@ -1,5 +1,7 @@
 """Training: FaceFormer with the Soft-DTW loss (or MSE), validation by autoregressive generation,
-atomic best/last checkpoints and a metrics log. The model computes predictions; losses are composed here.
+atomic best/last checkpoints, a metrics log, exact resume (``talkface.train_state``), Ctrl-C safety,
+AMP on CUDA, TensorBoard when installed and DDP under torchrun (``talkface.distributed``).
+The model computes predictions; losses are composed here.
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ import dataclasses
 import json
 import os
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from talkface.config import ModelConfig, TrainConfig, to_dict
+from talkface.config import ModelConfig, TrainConfig
 from talkface.errors import ConfigError, DatasetError, OutputError
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -28,7 +29,7 @@ class TrainResult:
 
     Attributes:
         run_dir: the run folder.
-        history: one dict per epoch (epoch, train_loss, val_loss, val_lve, val_mve, seconds).
+        history: one dict per epoch (epoch, train_loss, val_loss, val_lve, val_mve, seconds, clips_per_s).
         best_path / last_path: checkpoint files.
         num_train_clips / num_val_clips: clips used.
     """
@@ -52,8 +53,8 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def prepare_run_dir(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Path:
-    """Create the run folder; refuse a non-empty one unless ``overwrite`` (nothing is deleted).
+def check_run_dir(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """Refuse a non-empty run folder unless ``overwrite`` (read-only: every DDP rank runs it).
 
     Raises:
         OutputError: non-empty folder without overwrite, or a file in the way.
@@ -62,7 +63,22 @@ def prepare_run_dir(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Path
     if run.exists() and not run.is_dir():
         raise OutputError(f"{run}: exists and is not a folder; choose another --out")
     if run.is_dir() and any(run.iterdir()) and not overwrite:
-        raise OutputError(f"{run}: run folder is not empty; pass --overwrite to write into it, or choose another --out")
+        raise OutputError(f"{run}: run folder is not empty (exists already); pass --resume to continue its "
+                          "training, --overwrite to write into it, or choose another --out")
+    from talkface.fileio import check_writable_folder
+
+    # probe the parent, not the run folder: another DDP rank may be checking that it is empty
+    check_writable_folder(next(p for p in run.resolve().parents if p.is_dir()), what=f"{run} (--out)")
+    return run
+
+
+def prepare_run_dir(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """Create the run folder; refuse a non-empty one unless ``overwrite`` (nothing is deleted).
+
+    Raises:
+        OutputError: non-empty folder without overwrite, or a file in the way.
+    """
+    run = check_run_dir(out_dir, overwrite=overwrite)
     run.mkdir(parents=True, exist_ok=True)
     return run
 
@@ -110,12 +126,6 @@ def sequence_loss(pred: Any, target: Any, lengths: Any, config: TrainConfig) -> 
         weight = 1.0 if config.loss == "mse" else config.mse_weight
         total = total + weight * masked_mse(x, y, lengths)
     return total
-
-
-def _batches(items: list[Any], batch_size: int, rng: random.Random) -> list[list[Any]]:
-    order = list(items)
-    rng.shuffle(order)
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def evaluate_clips(model: Any, dataset: Any, clips: list[Any], config: TrainConfig, lips: Any, device: str) -> dict:
@@ -187,94 +197,103 @@ def train(
     encoder_config: dict[str, Any] | None = None,
     device: str = "auto",
     overwrite: bool = False,
+    resume: bool = False,
+    state_every_steps: int | None = None,
     on_progress: ProgressFn | None = None,
 ) -> TrainResult:
     """Train a model on a prepared dataset and write a run folder (see ``talkface.runs``).
 
+    The resumable state ``RUN/state.pt`` is written at every epoch end, every ``state_every_steps``
+    optimizer steps, and on Ctrl-C; ``resume=True`` continues from it and ends with the same weights,
+    bit for bit on CPU, as a run that was never stopped. Under ``torchrun`` (``WORLD_SIZE > 1``) the
+    model is wrapped in DistributedDataParallel and ``config.batch_size`` is the global batch.
+
     Args:
         data_dir: output of ``talkface prepare``.
-        out_dir: run folder (refused when not empty unless ``overwrite``).
-        config: the training recipe.
+        out_dir: run folder (refused when not empty unless ``overwrite`` or ``resume``).
+        config: the training recipe. On resume it must equal the run's, except ``epochs`` (may be raised).
         preset: ``vocaset``/``biwi`` model numbers; default: D 64, period = fps.
         model_overrides: ModelConfig fields to override (e.g. ``feature_dim``).
         encoder_config: a ``Wav2Vec2Config`` dict for a random-init encoder (tests, demo); when None
-            the pretrained encoder ``config.encoder`` is loaded once, here.
+            the pretrained encoder ``config.encoder`` is loaded once, here (on resume: neither, the
+            saved state holds the encoder's config and weights).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``.
         overwrite: write into a non-empty run folder.
-        on_progress: called with events ``{"event": "start"|"step"|"epoch", ...}``.
+        resume: continue the run in ``out_dir`` from its saved state.
+        state_every_steps: also save the state every this many optimizer steps (default: epoch ends
+            and interruptions only).
+        on_progress: called (on rank 0 only) with events ``start`` (epochs, steps_per_epoch, device,
+            start_epoch, start_step, num_train_clips, tensorboard, world_size), ``step`` (epoch, step,
+            loss, clips), ``validate`` (epoch) and ``epoch`` (the epoch's record).
 
     Returns:
-        A ``TrainResult``.
+        A ``TrainResult``; after a resume its history includes the epochs run before.
 
     Raises:
-        DatasetError: no training clips; ConfigError: bad options; EncoderError: encoder unavailable.
+        DatasetError: no training clips, or a dataset whose train split differs from the resumed run's.
+        ConfigError: bad options, resume with different settings, resume with overwrite, --amp on CPU.
+        CheckpointError: resume without a (readable) state in the run folder.
+        OutputError: a non-empty run folder without ``overwrite``/``resume``.
+        EncoderError: encoder unavailable.
+        InterruptedRun: Ctrl-C; the state was saved and the message gives the resume command.
     """
-    import torch
+    from talkface import distributed
+    from talkface.data import load_prepared
 
-    from talkface.checkpoint import save_checkpoint
-    from talkface.data import load_prepared, pad_batch
-    from talkface.fileio import write_text_atomic
-    from talkface.model import TalkFaceModel, load_pretrained_encoder_config
-    from talkface.runs import copy_run_assets, load_run_assets
-
-    emit = on_progress or (lambda event: None)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: --resume continues the run in --out, "
+                          "--overwrite starts a new one there; pass one of them")
+    if state_every_steps is not None and (not isinstance(state_every_steps, int) or state_every_steps <= 0):
+        raise ConfigError(f"state_every_steps must be a positive integer or None, got {state_every_steps!r}")
     dataset = load_prepared(data_dir)
     train_clips, val_clips = dataset.split("train"), dataset.split("val")
     if not train_clips:
         raise DatasetError(f"{data_dir}: the train split is empty; check the split file used by `talkface prepare`")
-    run = prepare_run_dir(out_dir, overwrite=overwrite)
     device = resolve_device(device)
-    seed_everything(config.seed)
-    model_config = build_model_config(dataset.meta, preset=preset, overrides=model_overrides)
-    pretrained = encoder_config is None
-    model = TalkFaceModel(model_config, encoder_config or load_pretrained_encoder_config(config.encoder))
-    if pretrained:
-        model.load_pretrained_encoder(config.encoder)
-    model.to(device).train()
-    copy_run_assets(data_dir, run)
-    lips = load_run_assets(run).regions.get("lips")
-    write_text_atomic(run / "config.json", json.dumps({
-        "train": to_dict(config), "model": to_dict(model_config), "data": str(Path(data_dir).resolve()),
-        "preset": preset, "device": device}, indent=2))
-    write_text_atomic(run / "metrics.jsonl", "")  # a fresh log: --overwrite must not append to an old run's
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
-    rng = random.Random(config.seed)
-    speakers = list(model_config.speakers)
-    result = TrainResult(run, num_train_clips=len(train_clips), num_val_clips=len(val_clips))
-    best = float("inf")
-    steps_per_epoch = -(-len(train_clips) // config.batch_size)
-    emit({"event": "start", "epochs": config.epochs, "steps_per_epoch": steps_per_epoch, "device": device})
-    for epoch in range(1, config.epochs + 1):
-        t0, epoch_losses = time.perf_counter(), []
-        for step, infos in enumerate(_batches(train_clips, config.batch_size, rng)):
-            batch = pad_batch([dataset.load_clip(i) for i in infos], speakers)
-            gt = batch.vertices.to(device)
-            out = model(batch.audio.to(device), batch.audio_lengths.to(device), batch.template.to(device),
-                        batch.style.to(device), batch.num_frames.to(device),
-                        teacher=gt if config.teacher_forcing else None)
-            loss = sequence_loss(out.vertices, gt, batch.num_frames.to(device), config)
-            (loss / config.grad_accum).backward()
-            if (step + 1) % config.grad_accum == 0 or step + 1 == steps_per_epoch:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            epoch_losses.append(float(loss.detach()))
-            emit({"event": "step", "epoch": epoch, "step": step + 1, "loss": epoch_losses[-1], "clips": len(infos)})
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(epoch_losses))}
-        if val_clips:
-            record.update(evaluate_clips(model, dataset, val_clips, config, lips, device))
-        record["seconds"] = time.perf_counter() - t0
-        result.history.append(record)
-        extra = {"epoch": epoch, "train": to_dict(config), **{k: v for k, v in record.items() if v is not None}}
-        result.last_path = save_checkpoint(run / "last.safetensors", model, extra=extra)
-        score = record["val_loss"] if record.get("val_loss") is not None else record["train_loss"]
-        if score <= best:
-            best = score
-            result.best_path = save_checkpoint(run / "best.safetensors", model, extra=extra)
-        with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        write_loss_plot(run / "loss.png", result.history)
-        emit({"event": "epoch", **record})
-    return result
+    if config.amp and not device.startswith("cuda"):
+        raise ConfigError(f"--amp needs CUDA (autocast to bfloat16/float16 on the GPU); the device is {device}; "
+                          "drop --amp or train with --device cuda")
+    ctx = distributed.init_distributed(device)
+    try:
+        distributed.check_batch_size(config.batch_size, ctx)
+        from talkface.train_loop import TrainLoop
+
+        loop = TrainLoop.create(data_dir, out_dir, config, dataset, train_clips, val_clips, ctx=ctx, preset=preset,
+                            model_overrides=model_overrides, encoder_config=encoder_config, overwrite=overwrite,
+                            resume=resume, state_every_steps=state_every_steps,
+                            emit=on_progress if (on_progress and ctx.is_main) else (lambda event: None))
+        return loop.run()
+    finally:
+        distributed.shutdown(ctx)
+
+
+def saved_run_settings(out_dir: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str, Any], str | None]:
+    """The settings a run was started with, for ``talkface train DATA --out RUN --resume`` without flags.
+
+    Args:
+        out_dir: a run folder written by ``train``.
+
+    Returns:
+        (train config, model overrides, preset): pass them to ``train(..., resume=True)``, after
+        ``replace_config`` with any flag the user gave (only ``epochs`` may differ).
+
+    Raises:
+        CheckpointError: no readable ``config.json`` in the folder.
+    """
+    from talkface.config import from_dict
+    from talkface.errors import CheckpointError
+
+    path = Path(out_dir) / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        config = from_dict(TrainConfig, saved["train"])
+        model = dict(saved["model"])
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path}: cannot read the run's settings ({e}); is {Path(out_dir)} a run folder "
+                              "written by `talkface train`?") from e
+    for derived in ("num_vertices", "fps", "speakers"):  # these come from the dataset
+        model.pop(derived, None)
+    return config, model, saved.get("preset")
 
 
 def replace_config(config: TrainConfig, **changes: Any) -> TrainConfig:

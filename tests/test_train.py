@@ -45,3 +45,73 @@ def test_train_writes_a_complete_run(tiny_data, tmp_path):
                   encoder_config=tiny_encoder_config(), device="cpu", overwrite=True)
     assert len(again.history) == 1
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_progress_events_and_epoch_records(tiny_data, tmp_path):
+    from talkface.model import tiny_encoder_config
+    from talkface.train import train
+
+    events: list[dict] = []
+    config = TrainConfig(epochs=2, lr=3e-4, band=2, encoder="tiny")
+    result = train(tiny_data, tmp_path / "run", config, encoder_config=tiny_encoder_config(), device="cpu",
+                   model_overrides={"feature_dim": 16}, on_progress=events.append)
+    start = events[0]
+    assert start["event"] == "start"
+    assert {k: start[k] for k in ("epochs", "steps_per_epoch", "device", "start_epoch", "start_step",
+                                  "num_train_clips")} == {"epochs": 2, "steps_per_epoch": 1, "device": "cpu",
+                                                          "start_epoch": 1, "start_step": 0, "num_train_clips": 1}
+    assert isinstance(start["tensorboard"], bool)
+    kinds = [e["event"] for e in events[1:]]
+    assert kinds == ["step", "validate", "epoch"] * 2  # "validate" comes before the val loop's work
+    step = events[1]
+    assert (step["epoch"], step["step"], step["clips"]) == (1, 1, 1) and np.isfinite(step["loss"])
+    for record in result.history:
+        assert record["clips_per_s"] > 0 and record["seconds"] > 0
+    assert [e["train_loss"] for e in events if e["event"] == "epoch"] == [h["train_loss"] for h in result.history]
+    assert (tmp_path / "run" / "state.pt").is_file()
+
+
+def test_amp_needs_cuda(tiny_data, tmp_path):
+    from talkface.errors import ConfigError
+    from talkface.model import tiny_encoder_config
+    from talkface.train import train
+
+    with pytest.raises(ConfigError, match="--amp needs CUDA"):
+        train(tiny_data, tmp_path / "run", TrainConfig(epochs=1, amp=True, encoder="tiny"),
+              encoder_config=tiny_encoder_config(), device="cpu")
+    assert not (tmp_path / "run").exists()
+
+
+def test_tensorboard_event_files(tiny_data, tmp_path):
+    pytest.importorskip("tensorboard")
+    from talkface.model import tiny_encoder_config
+    from talkface.train import train
+
+    events: list[dict] = []
+    train(tiny_data, tmp_path / "run", TrainConfig(epochs=1, encoder="tiny"), encoder_config=tiny_encoder_config(),
+          device="cpu", model_overrides={"feature_dim": 16}, on_progress=events.append)
+    assert events[0]["tensorboard"] is True
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.gpu
+def test_amp_two_steps_on_cuda(tmp_path):
+    import torch
+
+    from talkface.train import train
+    from talkface.train_state import load_state
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    import train_job
+
+    data = train_job.make_tiny_data(tmp_path / "corpus")
+    config = train_job.tiny_config(epochs=1, batch_size=2, amp=True)
+    kwargs = {**train_job.tiny_kwargs(), "device": "cuda"}
+    result = train(data, tmp_path / "run", config, **kwargs)
+    assert np.isfinite(result.history[0]["train_loss"]) and np.isfinite(result.history[0]["val_loss"])
+    state = load_state(tmp_path / "run")
+    assert state["position"].global_step == 2
+    more = train(data, tmp_path / "run", train_job.tiny_config(epochs=2, batch_size=2, amp=True), resume=True,
+                 **kwargs)
+    assert len(more.history) == 2 and np.isfinite(more.history[1]["train_loss"])
