@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -118,8 +119,42 @@ def _prepare_summary(report: Any) -> None:
         console.print(f"[yellow]skipped[/] {name}: {reason}")
 
 
-def _progress_callback(update: Callable[..., None]) -> Callable[[int, int, str], None]:
-    return lambda done, total, name: update(completed=done, total=total, description=f"prepare {name}")
+def _progress_callback(update: Callable[..., None], state: dict[str, Any]) -> Callable[[int, int, str], None]:
+    def on_progress(done: int, total: int, name: str) -> None:
+        state.update(done=done, total=total)
+        update(completed=done, total=total, description=f"prepare {name}")
+
+    return on_progress
+
+
+def _command_line(words: list[str], options: dict[str, Any]) -> str:
+    """The shell command that reruns a command with these options (None/False options left out)."""
+    parts = ["talkface", *words]
+    for name, value in options.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        parts += [flag] if value is True else [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return shlex.join(parts)
+
+
+@contextmanager
+def _prepare_session(source: str, raw_dir: Path, out_dir: Path, **options: Any) -> Iterator[Callable[..., None]]:
+    """A progress bar for ``prepare``; Ctrl-C becomes InterruptedRun with the command that resumes.
+
+    Clip files are written atomically one by one, so the finished ones are complete and a rerun
+    reuses them (``write_prepared`` matches their keys); ``--overwrite`` is left out of the resume
+    command because it would convert them again.
+    """
+    state: dict[str, Any] = {"done": 0, "total": None}
+    try:
+        with progress_bar("prepare") as update:
+            yield _progress_callback(update, state)
+    except KeyboardInterrupt:
+        done = f"{state['done']} of {state['total']} clips" if state["total"] else "0 clips"
+        command = _command_line(["prepare", source, str(raw_dir), str(out_dir)], options)
+        raise InterruptedRun(f"prepare stopped after {done}; the finished clips are kept in {out_dir} and will be "
+                             f"reused. Resume with: {command}") from None
 
 
 @prepare_app.command("vocaset")
@@ -137,9 +172,9 @@ def prepare_vocaset_cmd(
 
     if fps not in (30, 60):
         raise typer.BadParameter(f"--fps must be 30 or 60, got {fps}", param_hint="--fps")
-    with progress_bar("prepare") as update:
-        report = prepare_vocaset(raw_dir, out_dir, fps=fps, splits=splits, faces=faces,
-                                 on_progress=_progress_callback(update), overwrite=overwrite)
+    with _prepare_session("vocaset", raw_dir, out_dir, fps=fps, splits=splits, faces=faces) as on_progress:
+        report = prepare_vocaset(raw_dir, out_dir, fps=fps, splits=splits, faces=faces, on_progress=on_progress,
+                                 overwrite=overwrite)
     _prepare_summary(report)
 
 
@@ -161,9 +196,10 @@ def prepare_faceformer_cmd(
     """FaceFormer's processed layout: wav/, vertices_npy/, templates.pkl."""
     from talkface.data import prepare_faceformer
 
-    with progress_bar("prepare") as update:
+    with _prepare_session("faceformer", raw_dir, out_dir, fps=fps, source_fps=source_fps, splits=splits,
+                          faces=faces) as on_progress:
         report = prepare_faceformer(raw_dir, out_dir, fps=fps, source_fps=source_fps, splits=splits, faces=faces,
-                                    on_progress=_progress_callback(update), overwrite=overwrite)
+                                    on_progress=on_progress, overwrite=overwrite)
     _prepare_summary(report)
 
 
@@ -179,8 +215,8 @@ def prepare_biwi_cmd(
     """BIWI as processed by FaceFormer/CodeTalker (70110-d npy at 25 fps, 44.1 kHz wav, templates.pkl)."""
     from talkface.data import prepare_biwi
 
-    with progress_bar("prepare") as update:
-        report = prepare_biwi(raw_dir, out_dir, splits=splits, faces=faces, on_progress=_progress_callback(update),
+    with _prepare_session("biwi", raw_dir, out_dir, splits=splits, faces=faces) as on_progress:
+        report = prepare_biwi(raw_dir, out_dir, splits=splits, faces=faces, on_progress=on_progress,
                               overwrite=overwrite)
     _prepare_summary(report)
 
@@ -202,9 +238,10 @@ def prepare_folder_cmd(
 
     if fps <= 0:
         raise typer.BadParameter(f"--fps must be > 0, got {fps}", param_hint="--fps")
-    with progress_bar("prepare") as update:
+    with _prepare_session("folder", raw_dir, out_dir, fps=fps, source_fps=source_fps, templates=templates,
+                          splits=splits, faces=faces) as on_progress:
         report = prepare_folder(raw_dir, out_dir, fps=fps, source_fps=source_fps, splits=splits, faces=faces,
-                                templates=templates, on_progress=_progress_callback(update), overwrite=overwrite)
+                                templates=templates, on_progress=on_progress, overwrite=overwrite)
     _prepare_summary(report)
 
 
@@ -233,49 +270,135 @@ def prepare_synthetic_cmd(
 def train(
     data_dir: InDir,
     out: Annotated[Path, typer.Option("--out", resolve_path=True, help="Run folder.")],
-    loss: Annotated[str, typer.Option(help="softdtw, mse or softdtw+mse.")] = "softdtw",
-    gamma: Annotated[float, typer.Option(help="Soft-DTW smoothing γ (paper: 1e-3).")] = 1e-3,
-    cost: Annotated[str, typer.Option(help="sqeuclidean or euclidean frame cost.")] = "sqeuclidean",
-    divergence: Annotated[bool, typer.Option(help="Soft-DTW divergence (0 at x = y).")] = False,
-    band: Annotated[int | None, typer.Option(help="Sakoe-Chiba band half-width in frames (default: none).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Clips per step (padded, masked).")] = 1,
-    teacher_forcing: Annotated[bool, typer.Option(help="Feed ground truth (default: autoregressive).")] = False,
+    config_file: Annotated[Path | None, typer.Option("--config", exists=True, dir_okay=False, resolve_path=True,
+                                                     help="TOML file of these options (flags override it).")] = None,
+    loss: Annotated[str | None, typer.Option(help="softdtw, mse or softdtw+mse. (default: softdtw)")] = None,
+    gamma: Annotated[float | None, typer.Option(help="Soft-DTW smoothing γ. (default: 1e-3, the paper's)")] = None,
+    cost: Annotated[str | None, typer.Option(help="sqeuclidean or euclidean frame cost. (default: sqeuclidean)")]
+    = None,
+    divergence: Annotated[bool | None, typer.Option("--divergence/--no-divergence",
+                                                    help="Soft-DTW divergence (0 at x = y). (default: off)")] = None,
+    band: Annotated[int | None, typer.Option(help="Sakoe-Chiba band half-width in frames. (default: none)")] = None,
+    mse_weight: Annotated[float | None, typer.Option(help="Weight of the MSE term in softdtw+mse. (default: 1)")]
+    = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per step (padded, masked). (default: 1)")]
+    = None,
+    teacher_forcing: Annotated[bool | None, typer.Option(
+        "--teacher-forcing/--no-teacher-forcing", help="Feed ground truth. (default: off = autoregressive)")] = None,
     preset: Annotated[str | None, typer.Option(help="vocaset or biwi model numbers.")] = None,
-    encoder: Annotated[str, typer.Option(help="Pretrained wav2vec 2.0: hub name or local folder; "
-                                              "'tiny' = small random-init encoder (smoke tests).")]
-    = "facebook/wav2vec2-base-960h",
-    device: DeviceOpt = "auto",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    epochs: Annotated[int, typer.Option(min=1, help="Epochs.")] = 100,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
-    grad_accum: Annotated[int, typer.Option(min=1, help="Gradient accumulation steps.")] = 1,
-    feature_dim: Annotated[int | None, typer.Option(help="Override the decoder width D.")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Pretrained wav2vec 2.0: hub name or local folder; 'tiny' = "
+                                                     "small random-init encoder (smoke tests). "
+                                                     "(default: facebook/wav2vec2-base-960h)")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N. (default: auto)")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed. (default: 0)")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs. (default: 100)")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate. (default: 1e-4)")] = None,
+    grad_accum: Annotated[int | None, typer.Option(min=1, help="Gradient accumulation steps. (default: 1)")] = None,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA. (default: off)")]
+    = None,
+    feature_dim: Annotated[int | None, typer.Option(min=1, help="Override the decoder width D.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Train FaceFormer with the Soft-DTW loss on a prepared dataset."""
-    from talkface.config import TrainConfig
+    """Train FaceFormer with the Soft-DTW loss on a prepared dataset.
+
+    Options come from built-in defaults, then --config FILE.toml, then the flags given here. The
+    resolved values are saved in RUN/config.json.
+    """
+    from talkface.config import load_run_values, load_train_file, resolve_train_options
     from talkface.train import train as run_train
 
-    config = TrainConfig(loss=loss, gamma=gamma, cost=cost, divergence=divergence, band=band, batch_size=batch_size,
-                         teacher_forcing=teacher_forcing, epochs=epochs, lr=lr, seed=seed, grad_accum=grad_accum,
-                         encoder=encoder)
+    if resume and overwrite:
+        raise typer.BadParameter("--resume continues a run, --overwrite replaces it; give one",
+                                 param_hint="--resume/--overwrite")
+    flags = dict(loss=loss, gamma=gamma, cost=cost, divergence=divergence, band=band, mse_weight=mse_weight,
+                 batch_size=batch_size, teacher_forcing=teacher_forcing, epochs=epochs, lr=lr, seed=seed,
+                 grad_accum=grad_accum, amp=amp, encoder=encoder, preset=preset, device=device,
+                 feature_dim=feature_dim)
+    file_values = load_train_file(config_file) if config_file else {}
+    # On --resume the run's own settings come first, so no flag needs repeating (--epochs may be raised).
+    base = load_run_values(out) if resume else None
+    config, options = resolve_train_options(file_values, flags, base=base,
+                                            source=str(config_file) if config_file else None)
     encoder_config = None
-    if encoder == "tiny":
+    if config.encoder == "tiny":
         from talkface.model import tiny_encoder_config
 
         encoder_config = tiny_encoder_config()
-    overrides = {"feature_dim": feature_dim} if feature_dim else None
-    with progress_bar("train") as update:
-        def on_progress(event: dict[str, Any]) -> None:
-            if event["event"] == "start":
-                update(total=event["epochs"] * event["steps_per_epoch"], completed=0)
-            elif event["event"] == "step":
-                update(advance=1, description=f"epoch {event['epoch']} loss {event['loss']:.4g}")
+    # Under torchrun every rank runs this command; only rank 0 talks (train() logs on rank 0 only).
+    main_rank = os.environ.get("RANK", "0") == "0"
+    with _train_progress(enabled=main_rank) as on_progress:
+        result = run_train(data_dir, out, config, preset=options["preset"], model_overrides=options["model_overrides"],
+                           encoder_config=encoder_config, device=options["device"], overwrite=overwrite,
+                           resume=resume, on_progress=on_progress)
+    if main_rank:
+        _history_table(result.history)
+        console.print(f"run folder: {result.run_dir} (best: {result.best_path.name if result.best_path else '-'})")
 
-        result = run_train(data_dir, out, config, preset=preset, model_overrides=overrides,
-                           encoder_config=encoder_config, device=device, overwrite=overwrite, on_progress=on_progress)
-    _history_table(result.history)
-    console.print(f"run folder: {result.run_dir} (best: {result.best_path.name if result.best_path else '-'})")
+
+@contextmanager
+def _train_progress(enabled: bool = True) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A Rich bar for ``train``'s events: epoch, step, loss, clips/s (validation excluded) and ETA."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if not enabled:
+        yield lambda event: None
+        return
+    columns = [TextColumn("[bold]{task.description}"), TextColumn("epoch {task.fields[epoch]}"),
+               TextColumn("step {task.fields[step]}"), BarColumn(), TextColumn("loss {task.fields[loss]}"),
+               TextColumn("{task.fields[rate]} clips/s"), TimeElapsedColumn(), TextColumn("eta"),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=False, speed_estimate_period=300) as progress:
+        task = progress.add_task("train", total=None, epoch="-", step="-", loss="-", rate="-")
+        state = {"epochs": 0, "steps": 0, "clips": 0, "train_s": 0.0, "mark": time.perf_counter()}
+
+        def on_progress(event: dict[str, Any]) -> None:
+            now = time.perf_counter()
+            kind = event["event"]
+            if kind == "start":
+                state.update(epochs=event["epochs"], steps=event["steps_per_epoch"], mark=now)
+                start_epoch, start_step = event.get("start_epoch", 1), event.get("start_step", 0)
+                done = (start_epoch - 1) * state["steps"] + start_step
+                # reset (not update) so that Rich's speed estimate, hence the ETA, ignores resumed steps.
+                progress.reset(task, total=state["epochs"] * state["steps"], completed=done,
+                               epoch=f"{start_epoch}/{state['epochs']}", step=f"{start_step}/{state['steps']}",
+                               loss="-", rate="-")
+                progress.console.print(f"training on {event.get('device', '?')}: "
+                                       f"{event.get('num_train_clips', '?')} clips, {state['steps']} steps per epoch")
+                if done:
+                    progress.console.print(f"resuming at epoch {start_epoch}, step {start_step + 1} "
+                                           f"({done} of {state['epochs'] * state['steps']} steps done)")
+                if event.get("tensorboard") is False:
+                    progress.console.print("[dim]TensorBoard not installed: pip install tensorboard to get "
+                                           "event files[/]")
+            elif kind == "step":
+                state["train_s"] += now - state["mark"]
+                state["clips"] += event.get("clips", 1)
+                rate = state["clips"] / state["train_s"] if state["train_s"] > 0 else 0.0
+                progress.update(task, advance=1, description="train", loss=f"{event['loss']:.4g}",
+                                epoch=f"{event['epoch']}/{state['epochs']}",
+                                step=f"{event['step']}/{state['steps']}", rate=f"{rate:.3g}")
+            elif kind == "validate":
+                progress.update(task, description="validating…")
+            elif kind == "epoch":
+                progress.update(task, description="train")
+                progress.console.print(_epoch_line(event), highlight=False)
+            state["mark"] = now
+
+        yield on_progress
+
+
+def _epoch_line(record: dict[str, Any]) -> str:
+    parts = [f"epoch {record['epoch']}", f"train loss {_fmt(record.get('train_loss'))}"]
+    if record.get("val_loss") is not None:
+        parts.append(f"val loss {_fmt(record['val_loss'])}")
+    if record.get("val_lve") is not None:
+        parts.append(f"val LVE {_fmt(record['val_lve'], 1e5)}×1e-5 m²")
+    if record.get("clips_per_s") is not None:
+        parts.append(f"{record['clips_per_s']:.3g} clips/s")
+    return ", ".join(parts)
 
 
 def _fmt(value: Any, scale: float = 1.0) -> str:
@@ -300,19 +423,22 @@ def animate(
     audio: Annotated[list[Path], typer.Argument(exists=True, resolve_path=True, help="Audio files or folders.")],
     checkpoint: Annotated[Path, typer.Option(exists=True, resolve_path=True, help="Run folder or .safetensors.")],
     style: Annotated[str, typer.Option(help="Training speaker, a mix A:0.7,B:0.3, or 'all'.")],
-    out: Annotated[Path, typer.Option(resolve_path=True, help="Output file (one input) or folder.")],
+    out: Annotated[Path, typer.Option(resolve_path=True, help="Output file (one input; format by suffix) or folder.")],
     subject: Annotated[str | None, typer.Option(help="Whose neutral face to animate (default: the style's).")] = None,
     template: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Any mesh with the model's vertex count.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Files written into an --out folder: npz, npy, obj, glb or gltf.")]
+    = "npz",
     render: Annotated[bool, typer.Option("--render", help="Also render an mp4 with the audio.")] = False,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Animate speech in a chosen speaker's style (.npz, FaceFormer .npy, or an OBJ folder)."""
+    """Animate speech in a chosen speaker's style (.npz, FaceFormer .npy, an OBJ folder, or glTF/GLB)."""
     from talkface import workflows
 
     inputs = workflows.expand_audio_inputs(audio)
     results = workflows.animate_files(inputs, checkpoint=checkpoint, style=style, out=out, subject=subject,
-                                      template=template, device=device, overwrite=overwrite, render=render)
+                                      template=template, device=device, overwrite=overwrite, render=render,
+                                      fmt=fmt)
     failed = 0
     for r in results:
         if r.error is None:
@@ -373,30 +499,48 @@ def evaluate(
     pred: Annotated[Path | None, typer.Option(exists=True, file_okay=False, resolve_path=True,
                                               help="Folder of predictions (<clip>.npy/.npz or <clip>_condition_<spk>.npy).")] = None,
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    masks: Annotated[Path | None, typer.Option(exists=True, resolve_path=True,
+                                               help="Region file: FLAME_masks.pkl, .npz, or BIWI lve.txt/fdd.txt (file or folder).")]
+    = None,
     report: Annotated[Path | None, typer.Option(resolve_path=True, help="Write a JSON report here.")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", resolve_path=True,
+                                             help="Per-sequence CSV (default: next to --report, .csv).")] = None,
+    plot: Annotated[Path | None, typer.Option(resolve_path=True, help="PNG of per-frame lip error under the waveform.")]
+    = None,
+    plot_clip: Annotated[str | None, typer.Option(help="Clip to plot (default: the first).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Score predictions: LVE (m², ×1e-5), LVE (mm, sqrt), FDD and MVE."""
-    from talkface import workflows
+    """Score predictions: LVE (m², ×1e-5), LVE (mm, sqrt), FDD and MVE; mean over styles and best style."""
+    from talkface import evaluation as ev
 
     if (checkpoint is None) == (pred is None):
         raise typer.BadParameter("give exactly one of --checkpoint or --pred", param_hint="--checkpoint/--pred")
-    result = workflows.evaluate(data, split=split, checkpoint=checkpoint, pred=pred, device=device)
-    table = Table(title=f"{split} split: {result['sequences']} sequences, {result['frames']} frames")
-    for col in ("metric", "value", "unit"):
-        table.add_column(col)
-    table.add_row("LVE", _fmt(result["lve"], 1e5), "×1e-5 m² (squared, max over lips, mean over frames)")
-    table.add_row("LVE (sqrt)", _fmt(result["lve_mm"]), "mm")
-    table.add_row("FDD", _fmt(result["fdd"], 1e7), "×1e-7 m² (signed, mean over sequences)")
-    table.add_row("MVE", _fmt(result["mve"], 1e3), "mm")
+    with progress_bar("evaluate") as update:
+        result = ev.evaluate(data, split=split, checkpoint=checkpoint, pred=pred, masks=masks, device=device,
+                             on_progress=lambda done, total, name: update(completed=done, total=total,
+                                                                          description=f"evaluate {name}"))
+    rep = result.report
+    table = Table(title=f"{split} split: {rep['sequences']} sequences, {rep['predictions']} predictions, "
+                        f"{rep['frames']} frames", caption=f"regions: {rep['regions']['source']}")
+    for col in ("aggregation", "LVE ×1e-5 m²", "LVE mm", "FDD ×1e-7 m²", "MVE mm"):
+        table.add_column(col, justify="right" if col != "aggregation" else "left")
+    for label, r in (("mean over styles", rep), ("best style", rep["best_style"])):
+        table.add_row(label, _fmt(r["lve"], 1e5), _fmt(r["lve_mm"]), _fmt(r["fdd"], 1e7), _fmt(r["mve"], 1e3))
     console.print(table)
+    console.print("[dim]LVE: per frame the max over lip vertices of the squared error, mean over frames; "
+                  "LVE mm: the same with the square root; FDD: signed, upper face; MVE: mean L2.[/]")
     if report is not None:
         import json
 
         from talkface.fileio import write_text_atomic
 
-        write_text_atomic(report, json.dumps(result, indent=2))
+        write_text_atomic(report, json.dumps(rep, indent=2))
         console.print(f"report: {report}")
+    csv_path = csv if csv is not None else (report.with_suffix(".csv") if report is not None else None)
+    if csv_path is not None:
+        console.print(f"per-sequence CSV: {ev.write_csv(csv_path, result)}")
+    if plot is not None:
+        console.print(f"plot: {ev.plot_lip_errors(plot, result, data, plot_clip)}")
 
 
 @app.command()
@@ -465,5 +609,7 @@ def main() -> None:
     try:
         app()
     except TalkfaceError as e:  # raised outside a command (callbacks); commands handle their own
+        if os.environ.get("TALKFACE_DEBUG"):
+            raise
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(1)

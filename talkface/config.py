@@ -1,14 +1,19 @@
 """Frozen configuration dataclasses, validated on construction and saved inside checkpoints/runs.
 
 ``to_dict``/``from_dict`` round-trip through JSON; ``from_dict`` rejects unknown keys so that a
-typo in a config file is an error, not a silently ignored setting.
+typo in a config file is an error, not a silently ignored setting. ``load_train_file`` and
+``resolve_train_options`` implement ``talkface train --config FILE.toml`` (format documented there).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import tomllib
+import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from talkface.errors import ConfigError
@@ -161,3 +166,187 @@ class TrainConfig:
             raise ConfigError(f"band must be a non-negative number of frames, got {self.band!r}")
         if self.mse_weight < 0:
             raise ConfigError(f"mse_weight must be >= 0, got {self.mse_weight}")
+
+
+# ------------------------------------------------------------------------------------ train config files
+# Keys of a train config file besides the TrainConfig fields: how to build the model and where to run.
+RUN_OPTIONS: dict[str, Any] = {"preset": None, "device": "auto"}
+# ModelConfig fields a user may override; num_vertices, fps and speakers come from the dataset.
+MODEL_OVERRIDE_KEYS = ("feature_dim", "period", "num_heads", "num_layers", "ff_multiplier", "dropout",
+                       "audio_frames_per_motion_frame", "normalize_audio")
+
+
+def _expected_types(cls: type, names: tuple[str, ...] | None = None) -> dict[str, tuple[type, ...]]:
+    """Accepted TOML value types per field, from the dataclass annotations (int is a valid float)."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[type, ...]] = {}
+    for f in dataclasses.fields(cls):
+        if names is not None and f.name not in names:
+            continue
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        kinds = tuple(a for a in args if isinstance(a, type))
+        out[f.name] = (*kinds, int) if float in kinds else kinds
+    return out
+
+
+def _train_file_types() -> dict[str, tuple[type, ...]]:
+    return {**_expected_types(TrainConfig), "preset": (str,), "device": (str,)}
+
+
+def _type_name(kinds: tuple[type, ...]) -> str:
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
+
+
+def _check_table(table: dict[str, Any], types: dict[str, tuple[type, ...]], where: str,
+                 also: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Reject unknown keys (listing ``types`` and ``also``) and wrong types; ints become floats where due."""
+    unknown = sorted(set(table) - set(types))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                          f"valid keys are: {', '.join(sorted([*types, *also]))}")
+    out = {}
+    for key, value in table.items():
+        kinds = types[key]
+        # bool is an int subclass in Python, but `epochs = true` is a mistake, not 1.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise ConfigError(f"{where}: {key} must be {_type_name(kinds)}, got {value!r} "
+                              f"({type(value).__name__})")
+        out[key] = float(value) if float in kinds and not isinstance(value, bool) else value
+    return out
+
+
+def load_train_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a ``talkface train --config`` TOML file into flat option values.
+
+    Format: top-level keys named like the ``train`` flags with underscores (any ``TrainConfig`` field:
+    ``loss``, ``gamma``, ``cost``, ``divergence``, ``band``, ``mse_weight``, ``batch_size``,
+    ``teacher_forcing``, ``epochs``, ``lr``, ``seed``, ``grad_accum``, ``amp``, ``encoder``; plus
+    ``preset`` and ``device``), or the same keys inside a ``[train]`` table. An optional ``[model]``
+    table overrides architecture numbers (``feature_dim``, ``period``, ``num_heads``, ``num_layers``,
+    ``ff_multiplier``, ``dropout``, ``audio_frames_per_motion_frame``, ``normalize_audio``); a
+    top-level ``feature_dim`` is the ``--feature-dim`` flag. Omit ``band`` for no band (TOML has no
+    null). ``--resume``/``--overwrite`` and the folders are command-line only::
+
+        loss = "softdtw+mse"
+        gamma = 0.01
+        band = 6
+        epochs = 50
+        [model]
+        feature_dim = 128
+
+    Returns:
+        ``{key: value}`` for the top-level/``[train]`` keys, with ``"model"`` holding the ``[model]``
+        table (when present) and ``feature_dim`` (when given) folded into it.
+
+    Raises:
+        ConfigError: unreadable file, invalid TOML (with the parser's line and column), unknown key
+            (listing the valid ones), a key given twice, or a value of the wrong type; each names the file.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file; a config file is TOML") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from e
+    types = _train_file_types()
+    section = data.pop("train", {})
+    model = data.pop("model", {})
+    for name, table in (("train", section), ("model", model)):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {name} must be a table ([{name}]), got {table!r}")
+    feature_dim = data.pop("feature_dim", None)
+    top = _check_table(data, types, str(path), also=("feature_dim", "[train]", "[model]"))
+    inner = _check_table(section, types, f"{path} [train]")
+    twice = sorted(set(top) & set(inner))
+    if twice:
+        raise ConfigError(f"{path}: {', '.join(twice)} given both at the top level and in [train]; keep one")
+    values = {**top, **inner}
+    overrides = _check_table(model, _expected_types(ModelConfig, MODEL_OVERRIDE_KEYS), f"{path} [model]")
+    if feature_dim is not None:
+        _check_table({"feature_dim": feature_dim}, {"feature_dim": (int,)}, str(path))
+        if "feature_dim" in overrides:
+            raise ConfigError(f"{path}: feature_dim given both at the top level and in [model]; keep one")
+        overrides["feature_dim"] = feature_dim
+    if overrides:
+        values["model"] = overrides
+    return values
+
+
+def load_run_values(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The options a run was trained with, from ``RUN/config.json``, as ``load_train_file`` returns them.
+
+    ``--resume`` layers these under the config file and flags, so that resuming needs no flag repeated
+    (the training state refuses settings that differ from the run's, except more ``epochs``). The
+    device is not carried over: a run may continue on another machine.
+
+    Returns:
+        {} when the run has no ``config.json`` (resuming then fails on the missing state, with its own
+        message).
+
+    Raises:
+        ConfigError: ``config.json`` exists but is not a talkface run config.
+    """
+    import json
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        values = dict(saved["train"])
+        model = saved["model"]
+        values["model"] = {k: model[k] for k in MODEL_OVERRIDE_KEYS if k in model}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: not a talkface run config ({e}); resume a run folder written by "
+                          "`talkface train`") from e
+    if saved.get("preset") is not None:
+        values["preset"] = saved["preset"]
+    return values
+
+
+def resolve_train_options(
+    file_values: dict[str, Any], flag_values: dict[str, Any], *, base: dict[str, Any] | None = None,
+    source: str | None = None,
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """Merge built-in defaults < ``base`` < config file < command-line flags into a ``TrainConfig`` (pure).
+
+    Args:
+        file_values: ``load_train_file``'s result ({} without a file).
+        flag_values: flag values with ``None`` for flags not given on the command line; keys are
+            ``TrainConfig`` fields, ``preset``, ``device`` and ``feature_dim``.
+        base: values below the file, in the same form (``load_run_values`` of a run being resumed).
+        source: the config file's name, for error messages.
+
+    Returns:
+        ``(config, options)`` with options ``{"preset": str | None, "device": str,
+        "model_overrides": dict | None}``.
+
+    Raises:
+        ConfigError: an unknown key or an invalid resolved value.
+    """
+    flags = {k: v for k, v in flag_values.items() if v is not None}
+    base = dict(base or {})
+    file_values = dict(file_values)
+    overrides = {**(base.pop("model", None) or {}), **(file_values.pop("model", None) or {})}
+    file_values = {**base, **file_values}
+    if "feature_dim" in flags:
+        overrides["feature_dim"] = flags.pop("feature_dim")
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted((set(file_values) | set(flags)) - train_names - set(RUN_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown train options {unknown}; valid are {sorted(train_names | set(RUN_OPTIONS))}")
+    merged = {**file_values, **flags}
+    try:
+        config = TrainConfig(**{k: v for k, v in merged.items() if k in train_names})
+    except ConfigError as e:
+        if source is None:
+            raise
+        raise ConfigError(f"{e} (options resolved from {source} and the command line)") from e
+    options = {name: merged.get(name, default) for name, default in RUN_OPTIONS.items()}
+    options["model_overrides"] = overrides or None
+    return config, options

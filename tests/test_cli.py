@@ -169,3 +169,91 @@ def test_import_faceformer_delegates(tmp_path, monkeypatch):
     args = ["import-faceformer", str(pth), "--speakers", "A", "--out", str(tmp_path / "o2")]
     result = _ok(runner.invoke(app, args), 1)
     assert "vocaset.pth" in result.output and "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------------ train: config file, flags, progress
+def _fake_train(seen, events=()):
+    def fake(data, out, config, *, on_progress=None, **kw):
+        seen.update(data=data, out=out, config=config, **kw)
+        for event in events:
+            on_progress(event)
+        return SimpleNamespace(history=[{"epoch": 1, "train_loss": 2.0, "val_loss": None, "seconds": 0.1}],
+                               run_dir=out, best_path=None)
+
+    return fake
+
+
+def test_train_config_file_then_flags(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr("talkface.train.train", _fake_train(seen))
+    cfg = tmp_path / "train.toml"
+    cfg.write_text('loss = "mse"\nepochs = 9\nlr = 0.001\nteacher_forcing = true\npreset = "biwi"\n'
+                   '[model]\nfeature_dim = 32\n')
+    base = ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(cfg)]
+    _ok(runner.invoke(app, [*base, "--epochs", "2", "--no-teacher-forcing", "--feature-dim", "8", "--resume"]))
+    c = seen["config"]
+    assert (c.loss, c.lr, c.epochs, c.teacher_forcing, c.gamma) == ("mse", 0.001, 2, False, 1e-3)
+    assert seen["preset"] == "biwi" and seen["model_overrides"] == {"feature_dim": 8} and seen["resume"] is True
+    assert seen["device"] == "auto" and seen["encoder_config"] is None and seen["overwrite"] is False
+
+    cfg.write_text("epochs = 9\nbatchsize = 2\n")
+    result = _ok(runner.invoke(app, base), 1)
+    assert "batchsize" in result.output and "batch_size" in result.output and "train.toml" in result.output
+    _ok(runner.invoke(app, [*base, "--resume", "--overwrite"]), 2)
+    _ok(runner.invoke(app, [*base[:-2], "--config", str(tmp_path / "missing.toml")]), 2)
+
+
+def test_train_progress_reports_resume_validation_and_tensorboard(tmp_path, monkeypatch):
+    events = [
+        {"event": "start", "epochs": 4, "steps_per_epoch": 2, "device": "cpu", "start_epoch": 3, "start_step": 1,
+         "num_train_clips": 4, "tensorboard": False},
+        {"event": "step", "epoch": 3, "step": 2, "loss": 0.5, "clips": 2},
+        {"event": "validate", "epoch": 3},
+        {"event": "epoch", "epoch": 3, "train_loss": 0.5, "val_loss": 0.25, "val_lve": 2e-5, "clips_per_s": 3.0},
+        {"event": "step", "epoch": 4, "step": 1, "loss": 0.4, "clips": 2},
+        {"event": "validate", "epoch": 4},
+    ]
+    monkeypatch.setattr("talkface.train.train", _fake_train({}, events))
+    out = _ok(runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run")])).output
+    assert "resuming at epoch 3, step 2" in out
+    assert out.count("TensorBoard not installed: pip install tensorboard") == 1
+    assert "validating…" in out and "epoch 4/4" in out and "clips/s" in out
+    assert "val loss 0.25" in out and "val LVE 2×1e-5" in out
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from talkface.data import prepare_vocaset
+    from talkface.synthetic import write_synthetic_vocaset
+
+    root = tmp_path_factory.mktemp("corpus")
+    write_synthetic_vocaset(root / "raw", num_speakers=2, num_sentences=3, use_espeak=False)
+    prepare_vocaset(root / "raw", root / "data", splits=root / "raw" / "splits.toml")
+    return root / "data"
+
+
+def test_train_saves_the_resolved_config(tiny_data, tmp_path):
+    import json
+
+    cfg = tmp_path / "train.toml"
+    cfg.write_text('encoder = "tiny"\nloss = "softdtw+mse"\nmse_weight = 2\nband = 2\nepochs = 5\n'
+                   'batch_size = 2\nlr = 0.0003\ndevice = "cpu"\n[model]\nfeature_dim = 16\nnum_heads = 2\n')
+    run = tmp_path / "run"
+    result = _ok(runner.invoke(app, ["train", str(tiny_data), "--out", str(run), "--config", str(cfg),
+                                     "--epochs", "1", "--seed", "3", "--gamma", "0.01"]))
+    saved = json.loads((run / "config.json").read_text())
+    train, model = saved["train"], saved["model"]
+    assert (train["loss"], train["mse_weight"], train["band"], train["batch_size"], train["lr"]) == (
+        "softdtw+mse", 2.0, 2, 2, 0.0003)  # from the file
+    assert (train["epochs"], train["seed"], train["gamma"]) == (1, 3, 0.01)  # flags over the file
+    assert train["encoder"] == "tiny" and train["divergence"] is False  # file, default
+    assert (model["feature_dim"], model["num_heads"]) == (16, 2) and saved["device"] == "cpu"
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert "run folder" in result.output
+
+    # --resume takes the run's settings from config.json: only the raised --epochs is given
+    result = _ok(runner.invoke(app, ["train", str(tiny_data), "--out", str(run), "--resume", "--epochs", "2"]))
+    assert "resuming at epoch 2" in result.output
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"] == {**train, "epochs": 2} and saved["model"] == model
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2

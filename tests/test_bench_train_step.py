@@ -1,0 +1,37 @@
+"""benchmarks/train_step.py stays runnable: its --quick mode (tiny shapes, seconds) runs the same code as
+the full benchmark, and the KV-cached and recompute training steps give the same gradients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_quick_mode_runs_and_gradients_agree(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import train_step
+
+    doc_before = train_step.DOC.read_text() if train_step.DOC.exists() else None
+    result = train_step.main(["--quick", "--rounds", "1", "--batches", "2"])
+    check = result["check"]
+    assert check["grad_rel_diff"] <= 1e-5, check
+    assert abs(check["loss_kv"] - check["loss_recompute"]) <= 1e-5 * abs(check["loss_kv"])
+    assert result["talkface"] > 0 and result["recompute"] > 0
+    assert [row["batch"] for row in result["throughput"]] == [2] and result["throughput"][0]["clips_per_s"] > 0
+    out = capsys.readouterr().out
+    assert out.startswith(train_step.SECTION) and "clips/s" in out
+    assert (train_step.DOC.read_text() if train_step.DOC.exists() else None) == doc_before  # --quick writes nothing
+
+
+def test_write_section_replaces_only_its_own(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import train_step
+
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("## Prepare\n\nA\n\n## Decoding\n\nB\n")
+    train_step.write_section("## Training step\n\nold\n", doc=doc)
+    assert doc.read_text() == "## Prepare\n\nA\n\n## Decoding\n\nB\n\n## Training step\n\nold\n"
+    doc.write_text("## Prepare\n\nA\n\n## Training step\n\nold\n\n## Decoding\n\nB\n")
+    train_step.write_section("## Training step\n\nnew\n", doc=doc)
+    assert doc.read_text() == "## Prepare\n\nA\n\n## Training step\n\nnew\n\n## Decoding\n\nB\n"
