@@ -1,5 +1,6 @@
 """Multi-step operations behind the CLI commands (no printing): animate many files, load animations
-for rendering, evaluate a split. Each returns values the CLI reports."""
+for rendering. Each returns values the CLI reports. Evaluation lives in ``talkface.evaluation``
+(``evaluate`` is re-exported here)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from talkface.errors import ConfigError, DatasetError, TalkfaceError, TemplateError
+from talkface.errors import ConfigError, TalkfaceError, TemplateError
+from talkface.evaluation import evaluate
+
+__all__ = ["AnimateResult", "animate_files", "evaluate", "expand_audio_inputs", "load_animation_for_render",
+           "output_path", "render_animation", "write_animation_file"]
+
+ANIMATION_SUFFIXES = (".npz", ".npy", ".obj", ".glb", ".gltf")
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".oga", ".opus")
 
@@ -41,21 +48,24 @@ class AnimateResult:
     error: str | None = None
 
 
-def output_path(out: Path, audio: Path, label: str | None, single: bool) -> Path:
-    """``out`` itself for a single output with a suffix, else ``out/<audio stem>[_<style>].npz``."""
+def output_path(out: Path, audio: Path, label: str | None, single: bool, fmt: str = "npz") -> Path:
+    """``out`` itself for a single output with a suffix, else ``out/<audio stem>[_condition_<style>].<fmt>``."""
     if single and out.suffix:
         return out
     name = audio.stem + (f"_condition_{label}" if label else "")
-    return out / f"{name}.npz"
+    return out / f"{name}.{fmt.lstrip('.')}"
 
 
-def write_animation_file(path: Path, animation: Any, *, overwrite: bool) -> Path:
-    """Write by suffix: ``.npz`` (talkface), ``.npy`` (FaceFormer (T, V*3)), ``.obj`` (a folder of frames)."""
+def write_animation_file(path: Path, animation: Any, *, overwrite: bool, base: np.ndarray | None = None) -> Path:
+    """Write by suffix: ``.npz`` (talkface), ``.npy`` (FaceFormer (T, V*3)), ``.obj`` (a folder of frames),
+    ``.glb`` / ``.gltf`` (morph-target animation, see ``talkface.gltf``; ``base`` = the neutral template)."""
     from talkface.animation import save_animation
     from talkface.fileio import atomic_path, check_output_path
     from talkface.mesh import save_obj_sequence
 
     suffix = path.suffix.lower()
+    if suffix not in ANIMATION_SUFFIXES:
+        raise ConfigError(f"{path}: unknown output format {suffix!r}; use {', '.join(ANIMATION_SUFFIXES)}")
     if suffix == ".obj":
         folder = path.with_suffix("")
         if folder.exists() and any(folder.iterdir()) and not overwrite:
@@ -63,13 +73,15 @@ def write_animation_file(path: Path, animation: Any, *, overwrite: bool) -> Path
         save_obj_sequence(folder, animation.vertices, animation.faces)
         return folder
     check_output_path(path, overwrite=overwrite)
+    if suffix in (".glb", ".gltf"):
+        from talkface.gltf import write_gltf
+
+        return write_gltf(path, animation, base=base)
     if suffix == ".npy":
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, animation.vertices.reshape(animation.num_frames, -1))
         return path
-    if suffix != ".npz":
-        raise ConfigError(f"{path}: unknown output format {suffix!r}; use .npz, .npy or .obj")
     return save_animation(path, animation)
 
 
@@ -84,8 +96,12 @@ def animate_files(
     device: str = "auto",
     overwrite: bool = False,
     render: bool = False,
+    fmt: str = "npz",
 ) -> list[AnimateResult]:
     """Load the model once and animate every input under every requested style.
+
+    ``fmt`` (npz, npy, obj, glb, gltf) names the files written into a folder ``out``; a single output
+    with a suffix is written in the format of its suffix.
 
     Errors of one input are recorded and the others still run; errors that concern all inputs
     (checkpoint, style) raise.
@@ -96,6 +112,8 @@ def animate_files(
     from talkface.runs import load_run_assets
     from talkface.train import resolve_device
 
+    if f".{fmt.lstrip('.').lower()}" not in ANIMATION_SUFFIXES:
+        raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(x[1:] for x in ANIMATION_SUFFIXES)}")
     device = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, device=device)
     assets = load_run_assets(checkpoint if checkpoint.is_dir() else checkpoint.parent)
@@ -113,8 +131,8 @@ def animate_files(
                 vertices = animate(model, audio, tmpl, s, device=device)
                 anim = make_animation(vertices, model.config.fps, faces if faces is not None else assets.faces,
                                       style=s.label, subject=name, audio=str(audio_path), checkpoint=str(checkpoint))
-                path = output_path(out, audio_path, s.label if len(styles) > 1 else None, single)
-                result.outputs.append(write_animation_file(path, anim, overwrite=overwrite))
+                path = output_path(out, audio_path, s.label if len(styles) > 1 else None, single, fmt)
+                result.outputs.append(write_animation_file(path, anim, overwrite=overwrite, base=tmpl))
                 if render:
                     result.outputs.append(render_animation(anim, path.with_suffix(".mp4"), audio_path, overwrite))
         except TalkfaceError as e:
@@ -148,86 +166,3 @@ def load_animation_for_render(path: Path, *, template: Path | None, fps: float |
     if anim.faces is None:
         raise TemplateError(f"{path}: no faces stored; pass --template MESH with the topology (e.g. FLAME_sample.ply)")
     return anim
-
-
-def _prediction_files(pred_dir: Path, clip: str) -> list[Path]:
-    exact = [pred_dir / f"{clip}{s}" for s in (".npz", ".npy") if (pred_dir / f"{clip}{s}").is_file()]
-    return exact or sorted(pred_dir.glob(f"{clip}_condition_*.np[yz]"))
-
-
-def evaluate(
-    data: Path,
-    *,
-    split: str = "test",
-    checkpoint: Path | None = None,
-    pred: Path | None = None,
-    device: str = "auto",
-) -> dict[str, Any]:
-    """Score a split with the FaceFormer/CodeTalker metrics (see ``talkface.metrics``).
-
-    Predictions come from ``checkpoint`` (generated; unseen speakers under every training style) or
-    from ``pred`` (files ``<clip>.npy|.npz`` or ``<clip>_condition_<speaker>.npy``). Multiple
-    conditions of one clip are averaged (mean over styles), per FaceFormer's protocol.
-
-    Returns:
-        dict with lve (m²), lve_mm, fdd (m², signed mean over sequences), mve (m), sequences, frames,
-        and per_sequence rows.
-
-    Raises:
-        DatasetError: empty split or no lip region; ConfigError: missing predictions.
-    """
-    import torch
-
-    from talkface import metrics
-    from talkface.animation import load_animation
-    from talkface.data import load_prepared
-    from talkface.runs import load_run_assets
-
-    dataset = load_prepared(data)
-    clips = dataset.split(split)
-    if not clips:
-        raise DatasetError(f"{data}: split {split!r} is empty")
-    regions = load_run_assets(data).regions
-    if "lips" not in regions:
-        raise DatasetError(f"{data}: no lip region (regions.npz with 'lips'); prepare with a region file")
-    upper = np.unique(np.concatenate([regions[k] for k in ("forehead", "eye_region") if k in regions]))
-    model = None
-    if checkpoint is not None:
-        from talkface.checkpoint import load_checkpoint
-        from talkface.train import resolve_device
-
-        device = resolve_device(device)
-        model, _ = load_checkpoint(checkpoint, device=device)
-        model.eval()
-    rows, lip_frames, mve_frames, num_frames = [], [], [], 0
-    for info in clips:
-        clip = dataset.load_clip(info)
-        num_frames += int(clip.vertices.shape[0])
-        if model is not None:
-            preds = _generate_all(model, clip, device)
-        else:
-            files = _prediction_files(pred, info.name)  # type: ignore[arg-type]
-            if not files:
-                raise ConfigError(f"{pred}: no prediction for clip {info.name} ({info.name}.npy or _condition_*.npy)")
-            preds = [load_animation(f, fps=dataset.meta["fps"]).vertices for f in files]
-        for p in preds:
-            p_, g_ = metrics.align_lengths(p, clip.vertices)
-            lip_frames.append(metrics.lip_max_errors(p_, g_, regions["lips"]))
-            mve_frames.append(metrics.squared_errors(p_, g_).sqrt().mean(dim=1))
-            rows.append({"clip": info.name, "speaker": clip.speaker, "frames": int(g_.shape[0]),
-                         "lve": float(metrics.lve(p_, g_, regions["lips"])),
-                         "fdd": float(metrics.fdd(p_, g_, clip.template, upper)) if upper.size else None})
-    lips_all = torch.cat(lip_frames)
-    return {
-        "split": split, "sequences": len(clips), "frames": num_frames,
-        "lve": float(lips_all.mean()), "lve_mm": float((lips_all.sqrt() * 1000).mean()),
-        "fdd": float(np.mean([r["fdd"] for r in rows])) if upper.size else None,
-        "mve": float(torch.cat(mve_frames).mean()), "per_sequence": rows,
-    }
-
-
-def _generate_all(model: Any, clip: Any, device: str) -> list[np.ndarray]:
-    from talkface.inference import animate, evaluation_styles
-
-    styles = evaluation_styles(clip.speaker, model.config.speakers)
-    return [animate(model, clip.audio, clip.template, s, device=device) for s in styles]
