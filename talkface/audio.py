@@ -71,6 +71,70 @@ def check_waveform(audio: np.ndarray, source: str) -> np.ndarray:
     return audio
 
 
+def _wav_data_bytes(path: Path) -> tuple[int, int] | None:
+    """(declared, present) bytes of a RIFF/WAVE file's ``data`` chunk; None when not a WAV or size unknown.
+
+    libsndfile silently reads what is there, so a cut-off download would pass as a shorter recording.
+    Streaming writers put 0 or 0xFFFFFFFF as the size; those are not checked.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            declared = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                return None if declared in (0, 0xFFFFFFFF) else (declared, size - pos - 8)
+            pos += 8 + declared + (declared & 1)
+    return None
+
+
+def check_audio_file(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """Check that ``path`` is a complete audio file libsndfile can read, without decoding it.
+
+    Returns:
+        (frames, sample rate in Hz, channels) from the header.
+
+    Raises:
+        AudioError: missing, unreadable (not audio, e.g. a text file named .wav) or truncated file.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.is_file():
+        raise AudioError(f"{p}: no such audio file")
+    try:
+        info = sf.info(str(p))
+    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError for bad files
+        reason = str(e).replace(f"'{p}'", "").replace("  ", " ").strip()
+        raise AudioError(f"{p}: not a readable audio file ({reason}); expected wav, flac, ogg or mp3: "
+                         "re-export the audio") from e
+    try:
+        sizes = _wav_data_bytes(p)
+    except OSError as e:
+        raise AudioError(f"{p}: cannot read ({e.strerror})") from e
+    if sizes is not None and sizes[1] < sizes[0]:
+        raise AudioError(f"{p}: truncated: the WAV header declares {sizes[0]} bytes of samples but the file holds "
+                         f"{sizes[1]}; copy or export the file again")
+    return int(info.frames), int(info.samplerate), int(info.channels)
+
+
+def check_not_silent(audio: np.ndarray, source: str) -> np.ndarray:
+    """Refuse digital silence (every sample exactly 0): an export mistake, not speech.
+
+    Raises:
+        AudioError: all samples are zero.
+    """
+    if audio.size and not np.any(audio):
+        raise AudioError(f"{source}: is silent (every sample is 0); expected speech: check the recording or "
+                         "re-export the audio")
+    return audio
+
+
 def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Read any file libsndfile reads (wav, flac, ogg, mp3), down-mix to mono and resample.
 
@@ -82,21 +146,21 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
         (S,) float32 waveform at ``sample_rate``, samples in [-1, 1].
 
     Raises:
-        AudioError: missing, unreadable, empty, too short or non-finite audio.
+        AudioError: missing, unreadable, truncated, empty, silent, too short or non-finite audio.
     """
     import soundfile as sf
 
     p = Path(path)
-    if not p.is_file():
-        raise AudioError(f"{p}: no such audio file")
+    check_audio_file(p)
     try:
         data, rate = sf.read(str(p), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError for bad files
-        raise AudioError(f"{p}: not a readable audio file ({e}); expected wav, flac, ogg or mp3") from e
+        raise AudioError(f"{p}: not a readable audio file ({e}); expected wav, flac, ogg or mp3: "
+                         "re-export the audio") from e
     if data.shape[0] == 0:
         raise AudioError(f"{p}: contains no samples; expected speech audio")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    return check_waveform(resample(mono, int(rate), sample_rate), str(p))
+    return check_not_silent(check_waveform(resample(mono, int(rate), sample_rate), str(p)), str(p))
 
 
 def normalize_waveform(audio: np.ndarray) -> np.ndarray:

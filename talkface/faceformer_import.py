@@ -208,10 +208,14 @@ def import_faceformer(pth_path: str | os.PathLike[str], *, preset: str, speakers
         CheckpointError: unreadable or mismatching FaceFormer file. OutputError: destination exists.
     """
     from talkface.checkpoint import save_checkpoint
+    from talkface.fileio import check_output_path
+    from talkface.presets import get_preset
 
+    get_preset(preset)  # an unknown --preset fails before the file is read
     target = Path(out) if Path(out).suffix == ".safetensors" else Path(out) / "best.safetensors"
     if target.exists() and not overwrite:
         raise OutputError(f"{target}: already exists; pass --overwrite to replace it or choose another --out")
+    check_output_path(target, overwrite=overwrite)
     state = load_faceformer_state(pth_path)
     model = convert_faceformer_state(state, preset=preset, speakers=list(speakers), encoder_config=encoder_config,
                                      source=str(pth_path))

@@ -8,11 +8,15 @@ the destination only when the writer returned without an exception.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from talkface.errors import OutputError
+
+# Failures of the destination itself (not of the data being written): reported as OutputError.
+_OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR}
 
 
 def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -34,9 +38,28 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) 
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: already exists; pass --overwrite to replace it or choose another path")
     parent = out.parent if str(out.parent) else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise OutputError(f"{out}: folder {parent} is not writable; choose another output folder")
+    if parent.is_dir():
+        check_writable_folder(parent, what=str(out))
     return out
+
+
+def check_writable_folder(folder: Path, *, what: str | None = None) -> None:
+    """Create and delete a probe file in ``folder``: os.access says yes to root even on read-only mounts.
+
+    Raises:
+        OutputError: the folder cannot be written.
+    """
+    probe = folder / f".talkface-probe.tmp-{os.getpid()}"
+    try:
+        with open(probe, "xb"):
+            pass
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise OutputError(f"{what or folder}: folder {folder} is not writable ({e.strerror}); choose another "
+                          "output folder") from e
+    with contextlib.suppress(OSError):
+        probe.unlink()
 
 
 def temp_path_for(path: Path) -> Path:
@@ -61,6 +84,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         OutputError: the folder cannot be created or written.
     """
     dest = Path(path)
+    if dest.is_dir():
+        raise OutputError(f"{dest}: is a folder; expected a file path; choose another output path")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -73,8 +98,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         _fsync(tmp)
         os.replace(tmp, dest)
         _fsync(dest.parent)
-    except PermissionError as e:
-        raise OutputError(f"{dest}: permission denied; choose a writable output folder") from e
+    except OSError as e:
+        if e.errno not in _OUTPUT_ERRNOS:
+            raise
+        raise OutputError(f"{dest}: cannot write ({e.strerror}); choose a writable output folder with free "
+                          "space") from e
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,7 @@ class PreparedDataset:
                 audio, vertices, fps = z["audio"], z["vertices"], float(z["fps"])
         except FileNotFoundError as e:
             raise DatasetError(f"{info.path}: clip file missing; prepare the dataset again to restore it") from e
-        except (OSError, ValueError, KeyError, EOFError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise DatasetError(f"{info.path}: not a readable prepared clip ({e}); prepare the dataset again") from e
         expected = (info.num_frames, self.num_vertices, 3)
         if vertices.shape != expected or audio.shape != (info.num_samples,):
@@ -174,7 +175,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise DatasetError(f"{path}: not a readable npz ({e}); prepare the dataset again") from e
 
 

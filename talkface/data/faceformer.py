@@ -49,10 +49,17 @@ def read_wav(path: Path) -> np.ndarray:
     """
     import soundfile as sf
 
+    from talkface.audio import check_audio_file
+    from talkface.errors import AudioError
+
+    try:
+        check_audio_file(path)  # names text files and cut-off WAVs, which libsndfile reads as shorter audio
+    except AudioError as e:
+        raise DatasetError(f"{e} (or remove the clip)") from e
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError for bad files
-        raise DatasetError(f"{path}: not a readable audio file ({e})") from e
+        raise DatasetError(f"{path}: not a readable audio file ({e}); re-export it or remove the clip") from e
     return convert_audio(data, int(rate), str(path))
 
 
@@ -65,13 +72,15 @@ def read_motion(path: Path, step: int) -> tuple[np.ndarray, int]:
     try:
         mm = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: not a readable .npy array ({e})") from e
+        raise DatasetError(f"{path}: not a readable .npy array of float vertex positions ({e}); re-export the "
+                           "motion or remove the clip") from e
     try:
         if mm.dtype == object or not np.issubdtype(mm.dtype, np.number):
-            raise DatasetError(f"{path}: dtype {mm.dtype}; expected float vertex positions")
+            raise DatasetError(f"{path}: dtype {mm.dtype}; expected float vertex positions; re-export the motion")
         ok = (mm.ndim == 2 and mm.shape[1] % 3 == 0) or (mm.ndim == 3 and mm.shape[2] == 3)
         if not ok or mm.shape[0] == 0 or mm.size == 0:
-            raise DatasetError(f"{path}: shape {mm.shape}; expected (T, V*3) or (T, V, 3) frames")
+            raise DatasetError(f"{path}: shape {mm.shape}; expected (T, V*3) or (T, V, 3) frames; re-export the "
+                               "motion or remove the clip")
         frames = np.array(mm[::step], dtype=np.float32)
         return frames.reshape(frames.shape[0], -1, 3), int(mm.shape[0])
     finally:

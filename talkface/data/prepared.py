@@ -25,9 +25,10 @@ range match it, else ``null`` (prepared but unused). ``train_speakers`` equals `
 Motion is subsampled from ``source_fps`` to ``fps`` by keeping every ``frame_step``-th frame starting at
 the first (FaceFormer's ``[::2]`` for VOCASET's 60 fps). Audio is resampled with soxr.
 
-Guarantees: every file is written atomically (complete or absent). ``manifest.jsonl`` is written last,
-so a folder without it is an interrupted prepare; rerunning the same command resumes, reusing each clip
-file whose ``key`` matches.
+Guarantees: every file is written atomically (complete or absent). Nothing is written until the first
+clip has been read and validated. ``manifest.jsonl`` is written last, so a folder without it is an
+interrupted (Ctrl-C) or failed prepare; rerunning the same command resumes, reusing each clip file whose
+``key`` matches (finished clips are not converted again).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +198,8 @@ def check_template(vertices: Any, speaker: str, origin: str) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != 3 or arr.shape[0] == 0:
         raise DatasetError(f"{origin}: template of {speaker} has shape {arr.shape}; expected (V, 3) or (V*3,)")
     if not np.isfinite(arr).all():
-        raise DatasetError(f"{origin}: template of {speaker} contains NaN or infinite values")
+        raise DatasetError(f"{origin}: template of {speaker} contains NaN or infinite values; use a clean "
+                           "neutral mesh")
     return arr.astype(np.float32)
 
 
@@ -264,14 +267,20 @@ def validate_clip(data: ClipData, clip: SourceClip, num_vertices: int) -> str | 
         raise DatasetError(f"{clip.origin}: clip {clip.name} has empty audio (shape {audio.shape}); "
                            "remove the clip or re-export its audio")
     if not np.isfinite(audio).all():
-        raise DatasetError(f"{clip.origin}: clip {clip.name} has NaN or infinite audio samples")
+        raise DatasetError(f"{clip.origin}: clip {clip.name} has NaN or infinite audio samples; re-export its "
+                           "audio or remove the clip")
+    if not np.any(audio):
+        raise DatasetError(f"{clip.origin}: clip {clip.name} audio is silent (every sample is 0); re-export its "
+                           "audio or remove the clip")
     if vertices.ndim != 3 or vertices.shape[2] != 3 or vertices.shape[0] == 0:
-        raise DatasetError(f"{clip.origin}: clip {clip.name} motion has shape {vertices.shape}; expected (T, V, 3)")
+        raise DatasetError(f"{clip.origin}: clip {clip.name} motion has shape {vertices.shape}; expected (T, V, 3); "
+                           "re-export the motion or remove the clip")
     if vertices.shape[1] != num_vertices:
         raise DatasetError(f"{clip.origin}: clip {clip.name} has {vertices.shape[1]} vertices per frame but the "
                            f"templates have {num_vertices}; every clip must use the template's mesh")
     if not np.isfinite(vertices).all():
-        raise DatasetError(f"{clip.origin}: clip {clip.name} motion contains NaN or infinite values")
+        raise DatasetError(f"{clip.origin}: clip {clip.name} motion contains NaN or infinite values; fix or "
+                           "remove the clip")
     audio_seconds = audio.shape[0] / SAMPLE_RATE
     longer = max(audio_seconds, data.motion_seconds)
     if abs(audio_seconds - data.motion_seconds) > MAX_DURATION_MISMATCH * longer:
@@ -312,7 +321,7 @@ def _reusable(path: Path, key: str) -> tuple[int, int] | None:
             if str(z["key"]) != key:
                 return None
             return int(z["num_frames"]), int(z["num_samples"])
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # unreadable: rewrite it
 
 
@@ -358,9 +367,12 @@ def _write_static(out_dir: Path, meta: DatasetMeta) -> None:
         (out_dir / "regions.npz").unlink(missing_ok=True)
 
 
-def _prepare_clip(out: Path, clip: SourceClip, meta: DatasetMeta, *,
-                  overwrite: bool) -> str | tuple[tuple[int, int], bool]:
-    """Reuse or write one clip: ((num_frames, num_samples), written) or a skip reason."""
+def _prepare_clip(out: Path, clip: SourceClip, meta: DatasetMeta, *, overwrite: bool,
+                  before_write: Callable[[], None]) -> str | tuple[tuple[int, int], bool]:
+    """Reuse or write one clip: ((num_frames, num_samples), written) or a skip reason.
+
+    ``before_write`` runs before the first byte of the clip file is written (it sets the folder up).
+    """
     if not SAFE_NAME.fullmatch(clip.name):  # names come from pickle keys and file names: never paths
         return "name has characters other than letters, digits, '.', '_' and '-'"
     path = out / "clips" / f"{clip.name}.npz"
@@ -371,6 +383,7 @@ def _prepare_clip(out: Path, clip: SourceClip, meta: DatasetMeta, *,
     reason = validate_clip(data, clip, meta.num_vertices)
     if reason is not None:
         return reason
+    before_write()
     write_clip(path, data, meta.fps, clip.key)
     return (int(data.vertices.shape[0]), int(data.audio.shape[0])), True
 
@@ -403,14 +416,33 @@ def write_prepared(
     """
     out = Path(out_dir)
     check_output_dir(out, meta.source, overwrite=overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out)
-    _write_static(out, meta)
+    started = False
+
+    def start() -> None:
+        # Nothing is written before the first clip passes validation, so a source whose first clip is
+        # bad leaves no folder behind; after that the folder is a resumable prepare (no manifest yet).
+        nonlocal started
+        if not started:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise OutputError(f"{out}: cannot create the folder ({e.strerror}); choose another output "
+                                  "folder") from e
+            _remove_stale(out)
+            _write_static(out, meta)
+            started = True
+
     skipped_all = list(skipped)
     entries: list[dict[str, Any]] = []
     written = reused = 0
     for done, clip in enumerate(clips, start=1):
-        outcome = _prepare_clip(out, clip, meta, overwrite=overwrite)
+        try:
+            outcome = _prepare_clip(out, clip, meta, overwrite=overwrite, before_write=start)
+        except DatasetError as e:
+            if written + reused:
+                raise DatasetError(f"{e}. The {written + reused} clips prepared before it are kept in {out}; "
+                                   "after fixing it, rerun the same command to resume") from e
+            raise
         if isinstance(outcome, str):
             skipped_all.append((clip.name, outcome))
         else:
@@ -423,7 +455,9 @@ def write_prepared(
             on_progress(done, len(clips), clip.name)
     if not entries:
         reasons = "; ".join(f"{n}: {r}" for n, r in skipped_all[:5]) or "the source has no clips"
-        raise DatasetError(f"{out}: no clip could be prepared ({reasons})")
+        raise DatasetError(f"{out}: no clip could be prepared ({reasons}); check the source folder's layout "
+                           "(e.g. <speaker>_<sentence>.wav with matching motion)")
+    start()
     entries.sort(key=lambda e: e["name"])
     write_text_atomic(out / "manifest.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
     report = _report(out, entries, skipped_all, written, reused)

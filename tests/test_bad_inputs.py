@@ -1,0 +1,1034 @@
+"""Bad inputs (issue #10): every command answers a bad file or flag with one clear line and leaves nothing behind.
+
+Each table row runs one CLI command on one bad input and checks: the exit code (1 for a TalkfaceError,
+2 for a usage error), that the message names the file or flag, what is wrong and what to do (key
+words), that no Python traceback is shown, and that no partial output is left (nothing new under the
+case's folder, no temporary ``.tmp-`` siblings anywhere). Unusual but valid audio (8-bit, 32-bit float,
+6 channels) must work. A few cases run ``python -m talkface`` in a real subprocess; Ctrl-C during
+``prepare`` keeps the finished clips and a rerun completes an identical dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from talkface.cli import app
+
+runner = CliRunner()
+V = 10  # vertices of the tiny raw folders used by the prepare cases
+SR = 16000
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def speech(seconds: float = 1.0, rate: int = SR, channels: int = 1) -> np.ndarray:
+    """A speech-like test signal: a 150 Hz buzz with a syllable-rate envelope, (S,) or (S, C) float32."""
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.4 * np.sin(2 * np.pi * 150 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    x = x.astype(np.float32)
+    return x if channels == 1 else np.stack([x * (0.5 + 0.1 * c) for c in range(channels)], axis=1)
+
+
+def write_wav(path: Path, audio: np.ndarray, subtype: str = "PCM_16", rate: int = SR) -> Path:
+    sf.write(str(path), audio, rate, subtype=subtype, format="WAV")
+    return path
+
+
+def motion(frames: int = 30, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(1, V, 3)).astype(np.float32) * 0.1
+    return base + 0.001 * rng.normal(size=(frames, V, 3)).astype(np.float32)
+
+
+class Exploit:
+    """Pickles as a call of os.system that would create ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """{relative path: (size, mtime ns)} of every file and folder under ``root``."""
+    out = {}
+    for p in root.rglob("*"):
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (st.st_size if p.is_file() else -1, st.st_mtime_ns if p.is_file() else 0)
+    return out
+
+
+def temp_leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if ".tmp-" in p.name]
+
+
+def error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert lines, f"no 'error:' line in:\n{output}"
+    return lines[0]
+
+
+def readonly_folder(d: Path) -> Path:
+    """A folder nothing can be written into: chmod 555, or /sys when root ignores permissions."""
+    if os.geteuid() != 0:
+        ro = d / "readonly"
+        ro.mkdir()
+        ro.chmod(0o555)
+        return ro
+    probe = Path("/sys/.talkface-probe")
+    try:
+        probe.write_text("x")
+    except OSError:
+        return Path("/sys")
+    probe.unlink()
+    pytest.skip("running as root with no read-only folder to write into")
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+
+@dataclass
+class Env:
+    root: Path
+    data: Path  # a prepared dataset (synthetic corpus: faces + regions)
+    run: Path  # a run folder with best.safetensors and the dataset's templates
+    wav: Path  # good speech
+    anim_npz: Path  # a talkface animation with faces (for render)
+    folder_raw: Path  # `prepare folder` input: spk_01/02 wav + npy, templates/spk.npy
+    ff_raw: Path  # `prepare faceformer` input: wav/, vertices_npy/, templates.pkl
+    speaker: str
+    num_vertices: int
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
+    from talkface.animation import Animation, save_animation
+    from talkface.checkpoint import save_checkpoint
+    from talkface.data import load_prepared, prepare_vocaset
+    from talkface.model import TalkFaceModel, tiny_encoder_config
+    from talkface.runs import copy_run_assets
+    from talkface.synthetic import write_synthetic_vocaset
+    from talkface.train import build_model_config
+
+    root = tmp_path_factory.mktemp("bad_inputs")
+    write_synthetic_vocaset(root / "raw", num_speakers=2, num_sentences=3, use_espeak=False)
+    prepare_vocaset(root / "raw", root / "data", splits=root / "raw" / "splits.toml")
+    dataset = load_prepared(root / "data")
+    config = build_model_config(dataset.meta, preset=None, overrides={"feature_dim": 16, "period": 3})
+    import torch
+
+    torch.manual_seed(0)
+    model = TalkFaceModel(config, tiny_encoder_config())
+    (root / "run").mkdir()
+    save_checkpoint(root / "run" / "best.safetensors", model)
+    copy_run_assets(root / "data", root / "run")
+
+    clip = dataset.load_clip(dataset.clips[0])
+    anim = root / "anim.npz"
+    save_animation(anim, Animation(clip.vertices[:4], 30.0, dataset.faces))
+    wav = write_wav(root / "speech.wav", speech())
+
+    folder = root / "folder_raw"
+    (folder / "templates").mkdir(parents=True)
+    np.save(folder / "templates" / "spk.npy", motion(1)[0])
+    for n in ("01", "02"):
+        write_wav(folder / f"spk_{n}.wav", speech(1.0, 22050), rate=22050)
+        np.save(folder / f"spk_{n}.npy", motion(30, int(n)))
+
+    ff = root / "ff_raw"
+    (ff / "wav").mkdir(parents=True)
+    (ff / "vertices_npy").mkdir()
+    write_wav(ff / "wav" / "spk_01.wav", speech())
+    np.save(ff / "vertices_npy" / "spk_01.npy", motion(60).reshape(60, -1))
+    (ff / "templates.pkl").write_bytes(pickle.dumps({"spk": motion(1)[0]}, protocol=2))
+    return Env(root, root / "data", root / "run", wav, anim, folder, ff, config.speakers[0], config.num_vertices)
+
+
+def copy_folder_raw(env: Env, d: Path) -> Path:
+    raw = d / "raw"
+    shutil.copytree(env.folder_raw, raw)
+    return raw
+
+
+def copy_ff_raw(env: Env, d: Path) -> Path:
+    raw = d / "ff"
+    shutil.copytree(env.ff_raw, raw)
+    return raw
+
+
+def copy_data(env: Env, d: Path, split_of: Callable[[dict], Any] | None = None) -> Path:
+    data = d / "data"
+    shutil.copytree(env.data, data)
+    if split_of is not None:
+        entries = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
+        lines = [json.dumps(e | {"split": split_of(e)}) for e in entries]
+        (data / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return data
+
+
+# --------------------------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Case:
+    build: Callable[[Env, Path], list[str]]
+    code: int
+    words: tuple[str, ...]
+
+
+CASES: list[Any] = []
+
+
+def case(command: str, code: int, *words: str, marks: tuple = ()) -> Callable:
+    """Register ``fn(env, d) -> argv`` as a bad-input row; ``words`` must all appear in the message."""
+
+    def register(fn: Callable[[Env, Path], list[str]]) -> Callable:
+        CASES.append(pytest.param(command, Case(fn, code, words), id=f"{command}-{fn.__name__}", marks=marks))
+        return fn
+
+    return register
+
+
+# ---- audio, through `animate` (one model, one style)
+
+
+def animate_args(env: Env, audio: Path, d: Path, *extra: str, style: str | None = None) -> list[str]:
+    return ["animate", str(audio), "--checkpoint", str(env.run), "--style", style or env.speaker,
+            "--out", str(d / "out.npz"), "--device", "cpu", *extra]
+
+
+@case("animate", 2, "speech.wav", "does not exist")
+def missing_audio(env: Env, d: Path) -> list[str]:
+    return animate_args(env, d / "speech.wav", d)
+
+
+@case("animate", 1, "empty.wav", "not a readable audio file", "expected wav")
+def empty_audio_file(env: Env, d: Path) -> list[str]:
+    (d / "empty.wav").write_bytes(b"")
+    return animate_args(env, d / "empty.wav", d)
+
+
+@case("animate", 1, "corrupt.wav", "not a readable audio file", "expected wav")
+def corrupt_audio(env: Env, d: Path) -> list[str]:
+    (d / "corrupt.wav").write_bytes(b"RIFF" + np.random.default_rng(1).bytes(3000))
+    return animate_args(env, d / "corrupt.wav", d)
+
+
+@case("animate", 1, "cut.wav", "truncated", "copy")
+def truncated_audio(env: Env, d: Path) -> list[str]:
+    data = env.wav.read_bytes()
+    (d / "cut.wav").write_bytes(data[: len(data) // 2])  # the header still declares 1 s
+    return animate_args(env, d / "cut.wav", d)
+
+
+@case("animate", 1, "notes.wav", "not a readable audio file", "expected wav")
+def text_file_named_wav(env: Env, d: Path) -> list[str]:
+    (d / "notes.wav").write_text("this is a text file, not audio\n" * 20)
+    return animate_args(env, d / "notes.wav", d)
+
+
+@case("animate", 1, "zero.wav", "no samples", "expected speech")
+def zero_sample_audio(env: Env, d: Path) -> list[str]:
+    return animate_args(env, write_wav(d / "zero.wav", np.zeros(0, np.float32)), d)
+
+
+@case("animate", 1, "one.wav", "too short", "at least")
+def one_sample_audio(env: Env, d: Path) -> list[str]:
+    return animate_args(env, write_wav(d / "one.wav", np.full(1, 0.5, np.float32)), d)
+
+
+@case("animate", 1, "silence.wav", "silent", "speech")
+def silent_audio(env: Env, d: Path) -> list[str]:
+    return animate_args(env, write_wav(d / "silence.wav", np.zeros(SR, np.float32)), d)
+
+
+@case("animate", 1, "nan.wav", "nan", "re-export")
+def nan_audio(env: Env, d: Path) -> list[str]:
+    x = speech()
+    x[100:200] = np.nan
+    return animate_args(env, write_wav(d / "nan.wav", x, "FLOAT"), d)
+
+
+# ---- styles and templates
+
+
+@case("animate", 1, "unknown style", "nobody", "valid styles")
+def unknown_style(env: Env, d: Path) -> list[str]:
+    return animate_args(env, env.wav, d, style="nobody")
+
+
+@case("animate", 1, "--style", "names no speaker", "valid speakers")
+def empty_style_mix(env: Env, d: Path) -> list[str]:
+    return animate_args(env, env.wav, d, style=" , ")
+
+
+@case("animate", 1, "--style", "sum to 0.5", "must sum to 1")
+def style_weights_not_one(env: Env, d: Path) -> list[str]:
+    return animate_args(env, env.wav, d, style=f"{env.speaker}:0.5")
+
+
+@case("animate", 1, "--style", "not a number")
+def style_weight_not_a_number(env: Env, d: Path) -> list[str]:
+    return animate_args(env, env.wav, d, style=f"{env.speaker}:lots")
+
+
+@case("animate", 1, "small.npy", "10 vertices", "expects", "model's topology")
+def template_wrong_vertex_count(env: Env, d: Path) -> list[str]:
+    np.save(d / "small.npy", motion(1)[0])
+    return animate_args(env, env.wav, d, "--template", str(d / "small.npy"))
+
+
+@case("animate", 1, "nan_tmpl.npy", "nan")
+def template_with_nan(env: Env, d: Path) -> list[str]:
+    t = np.zeros((env.num_vertices, 3), np.float32)
+    t[5, 1] = np.nan
+    np.save(d / "nan_tmpl.npy", t)
+    return animate_args(env, env.wav, d, "--template", str(d / "nan_tmpl.npy"))
+
+
+@case("animate", 1, "rank3.npy", "shape", "expected (v, 3)")
+def template_wrong_rank(env: Env, d: Path) -> list[str]:
+    np.save(d / "rank3.npy", np.zeros((2, env.num_vertices, 3), np.float32))
+    return animate_args(env, env.wav, d, "--template", str(d / "rank3.npy"))
+
+
+@case("animate", 1, "objects.npy", "cannot read mesh", "object")
+def template_object_dtype(env: Env, d: Path) -> list[str]:
+    np.save(d / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    return animate_args(env, env.wav, d, "--template", str(d / "objects.npy"))
+
+
+# ---- checkpoints
+
+
+@case("animate", 1, "cut.safetensors", "truncated", "copy the checkpoint again")
+def truncated_checkpoint(env: Env, d: Path) -> list[str]:
+    data = (env.run / "best.safetensors").read_bytes()
+    (d / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    return _checkpoint_args(env, d, d / "cut.safetensors")
+
+
+def _with_metadata(src: Path, dest: Path, **changes: str) -> Path:
+    data = src.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    header["__metadata__"].update(changes)
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    dest.write_bytes(len(new).to_bytes(8, "little") + new + data[8 + length:])
+    return dest
+
+
+def _checkpoint_args(env: Env, d: Path, checkpoint: Path) -> list[str]:
+    args = animate_args(env, env.wav, d)
+    args[args.index("--checkpoint") + 1] = str(checkpoint)
+    return args
+
+
+@case("animate", 1, "future.safetensors", "format version 7", "upgrade talkface")
+def checkpoint_of_another_format_version(env: Env, d: Path) -> list[str]:
+    ckpt = _with_metadata(env.run / "best.safetensors", d / "future.safetensors", format_version="7")
+    return _checkpoint_args(env, d, ckpt)
+
+
+@case("animate", 1, "other.safetensors", "expected a talkface checkpoint", "another program")
+def checkpoint_of_another_program(env: Env, d: Path) -> list[str]:
+    ckpt = _with_metadata(env.run / "best.safetensors", d / "other.safetensors", format="pt")
+    return _checkpoint_args(env, d, ckpt)
+
+
+@case("animate", 1, "random.pth", "not a safetensors file", "expected a talkface")
+def random_pth_as_checkpoint(env: Env, d: Path) -> list[str]:
+    (d / "random.pth").write_bytes(np.random.default_rng(2).bytes(5000))
+    return _checkpoint_args(env, d, d / "random.pth")
+
+
+@case("animate", 1, "model.pth", "pytorch", "import-faceformer")
+def torch_pth_as_checkpoint(env: Env, d: Path) -> list[str]:
+    import torch
+
+    torch.save({"w": torch.zeros(3)}, d / "model.pth")
+    return _checkpoint_args(env, d, d / "model.pth")
+
+
+@case("animate", 1, "emptyrun", "neither best.safetensors", "talkface train")
+def run_folder_without_checkpoint(env: Env, d: Path) -> list[str]:
+    (d / "emptyrun").mkdir()
+    return _checkpoint_args(env, d, d / "emptyrun")
+
+
+# ---- outputs of animate
+
+
+@case("animate", 1, "out.npz", "already exists", "--overwrite")
+def animate_existing_output(env: Env, d: Path) -> list[str]:
+    (d / "out.npz").write_bytes(b"precious")
+    return animate_args(env, env.wav, d)
+
+
+@case("animate", 1, "out.npz", "is a folder", "expected a file")
+def animate_output_is_a_folder(env: Env, d: Path) -> list[str]:
+    (d / "out.npz").mkdir()
+    return animate_args(env, env.wav, d)
+
+
+@case("animate", 1, "out.npz", "writable", "choose")
+def animate_output_in_readonly_folder(env: Env, d: Path) -> list[str]:
+    args = animate_args(env, env.wav, d)
+    args[args.index("--out") + 1] = str(readonly_folder(d) / "out.npz")
+    return args
+
+
+@case("animate", 1, "out.txt", "unknown output format", ".npz")
+def animate_unknown_output_format(env: Env, d: Path) -> list[str]:
+    args = animate_args(env, env.wav, d)
+    args[args.index("--out") + 1] = str(d / "out.txt")
+    return args
+
+
+# ---- prepare (your own folder, FaceFormer's layout)
+
+
+def prepare_args(raw: Path, d: Path, *extra: str, source: str = "folder") -> list[str]:
+    fps = ["--fps", "30"] if source == "folder" else []
+    return ["prepare", source, str(raw), str(d / "out"), *fps, *extra]
+
+
+@case("prepare", 1, "spk_01.wav", "not a readable audio file", "re-export")
+def prepare_empty_wav(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    (raw / "spk_01.wav").write_bytes(b"")
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "spk_01.wav", "not a readable audio file", "re-export")
+def prepare_text_named_wav(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    (raw / "spk_01.wav").write_text("hello\n" * 50)
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "spk_01.wav", "truncated", "copy")
+def prepare_truncated_wav(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    data = (raw / "spk_01.wav").read_bytes()
+    (raw / "spk_01.wav").write_bytes(data[: len(data) * 2 // 3])
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "spk_01", "no samples", "re-export")
+def prepare_zero_sample_wav(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    write_wav(raw / "spk_01.wav", np.zeros(0, np.float32))
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "spk_01", "silent", "re-export")
+def prepare_silent_wav(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    write_wav(raw / "spk_01.wav", np.zeros(SR, np.float32))
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "spk_01", "nan", "re-export")
+def prepare_nan_wav(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    x = speech()
+    x[5] = np.nan
+    write_wav(raw / "spk_01.wav", x, "FLOAT")
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "spk_01", "nan", "motion")
+def prepare_npy_with_nan(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    m = motion(30)
+    m[3, 2, 0] = np.inf
+    np.save(raw / "spk_01.npy", m)
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "spk_01", "9 vertices", "template's mesh")
+def prepare_npy_wrong_vertex_count(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    np.save(raw / "spk_01.npy", motion(30)[:, :9])
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "spk_01.npy", "shape", "expected (t, v*3)")
+def prepare_npy_wrong_rank(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    np.save(raw / "spk_01.npy", np.zeros(90, np.float32))
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "spk_01.npy", "object", "float")
+def prepare_npy_object_dtype(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    np.save(raw / "spk_01.npy", np.array([[1, "a", None]], dtype=object), allow_pickle=True)
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "templates", "no templates folder", "one neutral mesh per speaker")
+def prepare_clips_but_no_templates(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    shutil.rmtree(raw / "templates")
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "no clip", "<speaker>_<sentence>.wav")
+def prepare_folder_with_no_clips(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    for p in [*raw.glob("*.wav"), *raw.glob("*.npy")]:
+        p.unlink()
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "spk.npy", "nan", "template")
+def prepare_template_with_nan(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    t = motion(1)[0]
+    t[0, 0] = np.nan
+    np.save(raw / "templates" / "spk.npy", t)
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "templates.pkl", "posix.system", "not read")
+def prepare_pickle_that_runs_code(env: Env, d: Path) -> list[str]:
+    raw = copy_ff_raw(env, d)
+    (raw / "templates.pkl").write_bytes(pickle.dumps({"spk": Exploit(d / "pwned")}, protocol=2))
+    return prepare_args(raw, d, source="faceformer")
+
+
+@case("prepare", 1, "templates.pkl", "expected a dict", "list")
+def prepare_pickle_of_a_list(env: Env, d: Path) -> list[str]:
+    raw = copy_ff_raw(env, d)
+    (raw / "templates.pkl").write_bytes(pickle.dumps([motion(1)[0]], protocol=2))
+    return prepare_args(raw, d, source="faceformer")
+
+
+@case("prepare", 1, "templates.pkl", "template of spk", "expected float vertices")
+def prepare_pickle_of_strings(env: Env, d: Path) -> list[str]:
+    raw = copy_ff_raw(env, d)
+    (raw / "templates.pkl").write_bytes(pickle.dumps({"spk": "a face"}, protocol=2))
+    return prepare_args(raw, d, source="faceformer")
+
+
+@case("prepare", 1, "templates.pkl", "not a readable data pickle", "re-download")
+def prepare_truncated_pickle(env: Env, d: Path) -> list[str]:
+    raw = copy_ff_raw(env, d)
+    data = (raw / "templates.pkl").read_bytes()
+    (raw / "templates.pkl").write_bytes(data[: len(data) // 2])
+    return prepare_args(raw, d, source="faceformer")
+
+
+@case("prepare", 1, "out", "not empty", "--overwrite")
+def prepare_into_foreign_folder(env: Env, d: Path) -> list[str]:
+    (d / "out").mkdir()
+    (d / "out" / "notes.txt").write_text("mine")
+    return prepare_args(env.folder_raw, d)
+
+
+@case("prepare", 1, "out", "is a file", "folder")
+def prepare_output_is_a_file(env: Env, d: Path) -> list[str]:
+    (d / "out").write_text("mine")
+    return prepare_args(env.folder_raw, d)
+
+
+@case("prepare", 1, "cannot create", "choose")
+def prepare_into_readonly_folder(env: Env, d: Path) -> list[str]:
+    return ["prepare", "folder", str(env.folder_raw), str(readonly_folder(d) / "out"), "--fps", "30"]
+
+
+@case("prepare", 2, "--fps", "0")
+def prepare_fps_zero(env: Env, d: Path) -> list[str]:
+    return ["prepare", "folder", str(env.folder_raw), str(d / "out"), "--fps", "0"]
+
+
+@case("prepare", 1, "splits.toml", "split")
+def prepare_broken_split_file(env: Env, d: Path) -> list[str]:
+    (d / "splits.toml").write_text("[train\nspeakers = 3\n")
+    return prepare_args(env.folder_raw, d, "--splits", str(d / "splits.toml"))
+
+
+# ---- train
+
+
+def train_args(data: Path, d: Path, *extra: str) -> list[str]:
+    return ["train", str(data), "--out", str(d / "run"), "--encoder", "tiny", "--epochs", "1", "--device", "cpu",
+            *extra]
+
+
+@case("train", 1, "run", "not empty", "--overwrite")
+def train_run_folder_not_empty(env: Env, d: Path) -> list[str]:
+    (d / "run").mkdir()
+    (d / "run" / "notes.txt").write_text("keep me")
+    return train_args(env.data, d)
+
+
+@case("train", 1, "run", "not a folder", "--out")
+def train_run_folder_is_a_file(env: Env, d: Path) -> list[str]:
+    (d / "run").write_text("keep me")
+    return train_args(env.data, d)
+
+
+@case("train", 1, "run", "choose")
+def train_run_folder_in_readonly_folder(env: Env, d: Path) -> list[str]:
+    args = train_args(env.data, d)
+    args[args.index("--out") + 1] = str(readonly_folder(d) / "run")
+    return args
+
+
+def _gamma_case(value: str) -> None:
+    def build(env: Env, d: Path) -> list[str]:
+        return train_args(env.data, d, f"--gamma={value}")
+
+    build.__name__ = f"train_gamma_{value.replace('-', 'minus')}"
+    case("train", 1, "gamma", "(0, 10]", "1e-3")(build)
+
+
+for _value in ("0", "-1", "nan", "100"):
+    _gamma_case(_value)
+
+
+@case("train", 1, "loss", "bogus", "softdtw")
+def train_unknown_loss(env: Env, d: Path) -> list[str]:
+    return train_args(env.data, d, "--loss", "bogus")
+
+
+@case("train", 2, "--batch-size", "greater than or equal to 1")
+def train_batch_size_zero(env: Env, d: Path) -> list[str]:
+    return train_args(env.data, d, "--batch-size", "0")
+
+
+@case("train", 1, "train split is empty", "split file")
+def train_with_empty_train_split(env: Env, d: Path) -> list[str]:
+    return train_args(copy_data(env, d, lambda e: "test" if e["split"] == "train" else e["split"]), d)
+
+
+@case("train", 1, "dataset.json", "talkface prepare")
+def train_on_a_folder_that_is_not_prepared(env: Env, d: Path) -> list[str]:
+    (d / "raw").mkdir()
+    (d / "raw" / "a.wav").write_bytes(b"x")
+    return train_args(d / "raw", d)
+
+
+@case("train", 1, "manifest.jsonl", "did not finish", "rerun")
+def train_on_an_interrupted_prepare(env: Env, d: Path) -> list[str]:
+    data = copy_data(env, d)
+    (data / "manifest.jsonl").unlink()
+    return train_args(data, d)
+
+
+@case("train", 1, "templates.npz", "not a readable npz", "prepare the dataset again")
+def train_on_corrupt_templates(env: Env, d: Path) -> list[str]:
+    data = copy_data(env, d)
+    (data / "templates.npz").write_bytes(b"PK\x03\x04garbage")
+    return train_args(data, d)
+
+
+@case("train", 1, "--device cuda", "cpu")
+def train_on_missing_cuda(env: Env, d: Path) -> list[str]:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    return train_args(env.data, d)[:-2] + ["--device", "cuda"]
+
+
+# ---- evaluate
+
+
+def evaluate_args(data: Path, pred: Path, *extra: str) -> list[str]:
+    return ["evaluate", "--data", str(data), "--pred", str(pred), "--split", "test", *extra]
+
+
+def _pred_folder(env: Env, d: Path, change: Callable[[np.ndarray], np.ndarray] | None = None) -> Path:
+    from talkface.data import load_prepared
+
+    dataset = load_prepared(env.data)
+    pred = d / "pred"
+    pred.mkdir()
+    for info in dataset.split("test"):
+        v = dataset.load_clip(info).vertices
+        np.save(pred / f"{info.name}.npy", (change(v) if change else v).reshape(v.shape[0], -1))
+    return pred
+
+
+@case("evaluate", 1, "split 'test' is empty", "prepare")
+def evaluate_empty_split(env: Env, d: Path) -> list[str]:
+    pred = _pred_folder(env, d)
+    return evaluate_args(copy_data(env, d, lambda e: None if e["split"] == "test" else e["split"]), pred)
+
+
+@case("evaluate", 1, "no prediction for clip", "_condition_")
+def evaluate_missing_prediction(env: Env, d: Path) -> list[str]:
+    (d / "pred").mkdir()
+    return evaluate_args(env.data, d / "pred")
+
+
+@case("evaluate", 1, ".npy", "nan")
+def evaluate_prediction_with_nan(env: Env, d: Path) -> list[str]:
+    def poison(v: np.ndarray) -> np.ndarray:
+        v = v.copy()
+        v[0, 0, 0] = np.nan
+        return v
+
+    return evaluate_args(env.data, _pred_folder(env, d, poison))
+
+
+@case("evaluate", 1, ".npy", "100 vertices", "dataset's mesh")
+def evaluate_prediction_wrong_vertex_count(env: Env, d: Path) -> list[str]:
+    return evaluate_args(env.data, _pred_folder(env, d, lambda v: v[:, :100]))
+
+
+@case("evaluate", 1, "unknown split", "train")
+def evaluate_unknown_split(env: Env, d: Path) -> list[str]:
+    return evaluate_args(env.data, _pred_folder(env, d))[:-2] + ["--split", "dev"]
+
+
+@case("evaluate", 1, "report.json", "is a folder")
+def evaluate_report_is_a_folder(env: Env, d: Path) -> list[str]:
+    pred = _pred_folder(env, d)
+    (d / "report.json").mkdir()
+    return evaluate_args(env.data, pred, "--report", str(d / "report.json"))
+
+
+# ---- render (animation files, flags, outputs)
+
+
+def render_args(anim: Path, d: Path, *extra: str) -> list[str]:
+    return ["render", str(anim), "--out", str(d / "out.mp4"), "--size", "64", *extra]
+
+
+@case("render", 2, "--fps", "0")
+def render_fps_zero(env: Env, d: Path) -> list[str]:
+    return render_args(env.anim_npz, d, "--fps", "0")
+
+
+@case("render", 1, "size", "7", "even number")
+def render_size_seven(env: Env, d: Path) -> list[str]:
+    return render_args(env.anim_npz, d)[:-2] + ["--size", "7"]
+
+
+@case("render", 1, "background", "#336699")
+def render_bad_background(env: Env, d: Path) -> list[str]:
+    return render_args(env.anim_npz, d, "--background", "mauve-ish")
+
+
+@case("render", 1, "nan.npy", "nan")
+def render_npy_with_nan(env: Env, d: Path) -> list[str]:
+    np.save(d / "nan.npy", np.full((3, env.num_vertices * 3), np.nan, np.float32))
+    return render_args(d / "nan.npy", d, "--fps", "30", "--template", str(env.anim_npz))
+
+
+@case("render", 1, "rank1.npy", "shape", "expected (t, v, 3)")
+def render_npy_wrong_rank(env: Env, d: Path) -> list[str]:
+    np.save(d / "rank1.npy", np.zeros(12, np.float32))
+    return render_args(d / "rank1.npy", d, "--fps", "30")
+
+
+@case("render", 1, "objects.npy", "object")
+def render_npy_object_dtype(env: Env, d: Path) -> list[str]:
+    np.save(d / "objects.npy", np.array([None, 1], dtype=object), allow_pickle=True)
+    return render_args(d / "objects.npy", d, "--fps", "30")
+
+
+@case("render", 1, "noframerate.npy", "--fps")
+def render_npy_without_fps(env: Env, d: Path) -> list[str]:
+    np.save(d / "noframerate.npy", np.zeros((3, env.num_vertices * 3), np.float32))
+    return render_args(d / "noframerate.npy", d)
+
+
+@case("render", 1, "head.npz", f"has {3114} vertices", "expects 10")
+def render_template_wrong_vertex_count(env: Env, d: Path) -> list[str]:
+    with np.load(env.anim_npz) as z:
+        np.savez(d / "head.npz", vertices=z["vertices"][0], faces=z["faces"])
+    np.save(d / "small.npy", np.zeros((3, V * 3), np.float32))
+    return render_args(d / "small.npy", d, "--fps", "30", "--template", str(d / "head.npz"))
+
+
+@case("render", 1, "cut.npz", "cannot read animation")
+def render_truncated_npz(env: Env, d: Path) -> list[str]:
+    data = env.anim_npz.read_bytes()
+    (d / "cut.npz").write_bytes(data[: len(data) // 2])
+    return render_args(d / "cut.npz", d)
+
+
+@case("render", 1, "out.mp4", "already exists", "--overwrite")
+def render_existing_output(env: Env, d: Path) -> list[str]:
+    (d / "out.mp4").write_bytes(b"precious")
+    return render_args(env.anim_npz, d)
+
+
+@case("render", 1, "out.mp4", "is a folder")
+def render_output_is_a_folder(env: Env, d: Path) -> list[str]:
+    (d / "out.mp4").mkdir()
+    return render_args(env.anim_npz, d)
+
+
+@case("render", 1, "out.mp4", "choose", marks=(pytest.mark.render,))
+def render_output_in_readonly_folder(env: Env, d: Path) -> list[str]:
+    args = render_args(env.anim_npz, d)
+    args[args.index("--out") + 1] = str(readonly_folder(d) / "out.mp4")
+    return args
+
+
+@case("render", 1, "notes.wav", "audio", marks=(pytest.mark.render,))
+def render_with_text_file_as_audio(env: Env, d: Path) -> list[str]:
+    (d / "notes.wav").write_text("not audio\n" * 30)
+    return render_args(env.anim_npz, d, "--audio", str(d / "notes.wav"))
+
+
+# ---- import-faceformer
+
+
+def import_args(pth: Path, d: Path, *extra: str) -> list[str]:
+    return ["import-faceformer", str(pth), "--speakers", "A B", "--out", str(d / "ckpt"), *extra]
+
+
+@case("import-faceformer", 1, "random.pth", "not a readable pytorch checkpoint", "vocaset.pth")
+def import_random_bytes(env: Env, d: Path) -> list[str]:
+    (d / "random.pth").write_bytes(np.random.default_rng(3).bytes(4000))
+    return import_args(d / "random.pth", d)
+
+
+@case("import-faceformer", 1, "evil.pth", "posix.system", "plain state_dict")
+def import_pickle_that_runs_code(env: Env, d: Path) -> list[str]:
+    import torch
+
+    torch.save({"w": Exploit(d / "pwned")}, d / "evil.pth")
+    return import_args(d / "evil.pth", d)
+
+
+@case("import-faceformer", 1, "other.pth", "not a faceformer state_dict", "missing")
+def import_state_dict_of_another_model(env: Env, d: Path) -> list[str]:
+    import torch
+
+    torch.save({"fc.weight": torch.zeros(2, 2)}, d / "other.pth")
+    return import_args(d / "other.pth", d)
+
+
+@case("import-faceformer", 1, "list.pth", "expected a state_dict", "list")
+def import_unexpected_structure(env: Env, d: Path) -> list[str]:
+    import torch
+
+    torch.save([torch.zeros(2)], d / "list.pth")
+    return import_args(d / "list.pth", d)
+
+
+@case("import-faceformer", 1, "cut.pth", "not a readable pytorch checkpoint")
+def import_truncated_pth(env: Env, d: Path) -> list[str]:
+    import torch
+
+    torch.save({"fc.weight": torch.zeros(64, 64)}, d / "full.pth")
+    data = (d / "full.pth").read_bytes()
+    (d / "cut.pth").write_bytes(data[: len(data) // 2])
+    return import_args(d / "cut.pth", d)
+
+
+@case("import-faceformer", 1, "best.safetensors", "already exists", "--overwrite")
+def import_existing_output(env: Env, d: Path) -> list[str]:
+    (d / "ckpt").mkdir()
+    (d / "ckpt" / "best.safetensors").write_bytes(b"precious")
+    (d / "x.pth").write_bytes(b"x")
+    return import_args(d / "x.pth", d)
+
+
+@case("import-faceformer", 1, "preset", "vocaset")
+def import_unknown_preset(env: Env, d: Path) -> list[str]:
+    import torch
+
+    torch.save({"fc.weight": torch.zeros(2, 2)}, d / "other.pth")
+    return import_args(d / "other.pth", d, "--preset", "mystery")
+
+
+@case("import-faceformer", 2, "--speakers")
+def import_no_speakers(env: Env, d: Path) -> list[str]:
+    (d / "x.pth").write_bytes(b"x")
+    return ["import-faceformer", str(d / "x.pth"), "--speakers", " , ", "--out", str(d / "ckpt")]
+
+
+# --------------------------------------------------------------------------------------------- running a row
+
+
+def run_case(env: Env, d: Path, row: Case) -> str:
+    args = row.build(env, d)
+    before, shared_before = snapshot(d), snapshot(env.root)
+    result = runner.invoke(app, args)
+    output = result.output
+    assert result.exit_code == row.code, output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in output
+    text = error_line(output) if row.code == 1 else " ".join(output.replace("│", " ").split())
+    for word in row.words:
+        assert word.lower() in text.lower(), f"{word!r} not in {text!r}"
+    assert snapshot(d) == before, "the failed command left or changed files"
+    assert snapshot(env.root) == shared_before
+    assert not temp_leftovers(d) and not temp_leftovers(env.root)
+    assert not (d / "pwned").exists()
+    return output
+
+
+@pytest.mark.parametrize("command, row", CASES)
+def test_bad_input(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, row: Case) -> None:
+    monkeypatch.delenv("TALKFACE_DEBUG", raising=False)
+    run_case(env, tmp_path, row)
+
+
+def test_the_table_is_big_enough() -> None:
+    per_command: dict[str, int] = {}
+    for param in CASES:
+        per_command[param.values[0]] = per_command.get(param.values[0], 0) + 1
+    assert sum(per_command.values()) >= 40
+    assert set(per_command) == {"animate", "prepare", "train", "evaluate", "render", "import-faceformer"}
+
+
+# --------------------------------------------------------------------------------------------- unusual, valid audio
+
+
+@pytest.mark.parametrize("kind", ["8-bit", "32-bit-float", "6-channel"])
+def test_unusual_but_valid_audio_animates(env: Env, tmp_path: Path, kind: str) -> None:
+    from talkface.animation import load_animation
+
+    x = speech(1.0, 22050, channels=6 if kind == "6-channel" else 1)
+    subtype = {"8-bit": "PCM_U8", "32-bit-float": "FLOAT", "6-channel": "PCM_16"}[kind]
+    wav = write_wav(tmp_path / f"{kind}.wav", x, subtype, rate=22050)
+    result = runner.invoke(app, animate_args(env, wav, tmp_path))
+    assert result.exit_code == 0, result.output
+    anim = load_animation(tmp_path / "out.npz")
+    assert abs(anim.num_frames - 30) <= 1 and np.isfinite(anim.vertices).all()
+
+
+@pytest.mark.parametrize("kind", ["8-bit", "32-bit-float", "6-channel"])
+def test_unusual_but_valid_audio_prepares(env: Env, tmp_path: Path, kind: str) -> None:
+    from talkface.audio import load_audio
+    from talkface.data import load_prepared
+
+    raw = copy_folder_raw(env, tmp_path)
+    x = speech(1.0, 22050, channels=6 if kind == "6-channel" else 1)
+    subtype = {"8-bit": "PCM_U8", "32-bit-float": "FLOAT", "6-channel": "PCM_16"}[kind]
+    write_wav(raw / "spk_01.wav", x, subtype, rate=22050)
+    result = runner.invoke(app, prepare_args(raw, tmp_path))
+    assert result.exit_code == 0, result.output
+    dataset = load_prepared(tmp_path / "out")
+    clip = dataset.load_clip(dataset.clips[0])
+    np.testing.assert_allclose(clip.audio, load_audio(raw / "spk_01.wav"), atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------- real processes
+
+
+def _talkface(*args: str, debug: bool = False) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "TALKFACE_DEBUG"}
+    environment |= {"OMP_NUM_THREADS": "1", "COLUMNS": "200"} | ({"TALKFACE_DEBUG": "1"} if debug else {})
+    return subprocess.run([sys.executable, "-m", "talkface", *args], capture_output=True, text=True,
+                          env=environment, timeout=120)
+
+
+def test_subprocess_prepare_bad_wav_has_no_traceback(env: Env, tmp_path: Path) -> None:
+    raw = copy_folder_raw(env, tmp_path)
+    (raw / "spk_02.wav").write_text("not audio\n")
+    proc = _talkface(*prepare_args(raw, tmp_path))
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "spk_02.wav" in error_line(proc.stderr) and "not a readable audio file" in proc.stderr
+    # the clip before the bad one is kept (a resumable prepare, not loadable: no manifest yet)
+    assert "rerun the same command to resume" in error_line(proc.stderr)
+    assert sorted(p.name for p in (tmp_path / "out" / "clips").iterdir()) == ["spk_01.npz"]
+    assert not (tmp_path / "out" / "manifest.jsonl").exists() and not temp_leftovers(tmp_path)
+    debug = _talkface(*prepare_args(raw, tmp_path), debug=True)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "DatasetError" in debug.stderr
+
+
+def test_subprocess_render_and_usage_errors(env: Env, tmp_path: Path) -> None:
+    np.save(tmp_path / "nan.npy", np.full((2, 30), np.nan, np.float32))
+    proc = _talkface("render", str(tmp_path / "nan.npy"), "--out", str(tmp_path / "o.mp4"), "--fps", "30")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "nan.npy" in error_line(proc.stderr)
+    usage = _talkface("animate", str(tmp_path / "missing.wav"), "--checkpoint", str(env.run), "--style", "x",
+                      "--out", str(tmp_path / "o.npz"))
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr and "missing.wav" in usage.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.npy"]
+
+
+def test_debug_lets_the_exception_through(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from talkface.errors import CheckpointError
+
+    monkeypatch.setenv("TALKFACE_DEBUG", "1")
+    (tmp_path / "random.pth").write_bytes(b"x" * 100)
+    result = runner.invoke(app, _checkpoint_args(env, tmp_path, tmp_path / "random.pth"))
+    assert isinstance(result.exception, CheckpointError)  # the CLI re-raised it: Python prints the traceback
+
+
+# --------------------------------------------------------------------------------------------- Ctrl-C in prepare
+
+
+def test_ctrl_c_during_prepare_keeps_clips_and_a_rerun_completes(env: Env, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import talkface.cli as cli
+    from talkface.data import load_prepared
+
+    raw = copy_folder_raw(env, tmp_path)
+    for n in ("03", "04"):
+        write_wav(raw / f"spk_{n}.wav", speech(1.0))
+        np.save(raw / f"spk_{n}.npy", motion(30, int(n)))
+    reference = tmp_path / "reference"
+    assert runner.invoke(app, ["prepare", "folder", str(raw), str(reference), "--fps", "30"]).exit_code == 0
+
+    real = cli._progress_callback
+
+    def stop_after_two(update: Any, state: dict) -> Any:
+        inner = real(update, state)
+
+        def on_progress(done: int, total: int, name: str) -> None:
+            inner(done, total, name)
+            if done == 2:
+                raise KeyboardInterrupt
+
+        return on_progress
+
+    out = tmp_path / "out"
+    args = ["prepare", "folder", str(raw), str(out), "--fps", "30"]
+    monkeypatch.setattr(cli, "_progress_callback", stop_after_two)
+    stopped = runner.invoke(app, args)
+    assert stopped.exit_code == 130, stopped.output
+    assert "Traceback" not in stopped.output
+    assert "2 of 4 clips" in stopped.output and f"talkface prepare folder {raw} {out} --fps 30" in stopped.output
+    finished = sorted(p.name for p in (out / "clips").iterdir())
+    assert finished == ["spk_01.npz", "spk_02.npz"] and not temp_leftovers(out)
+    assert not (out / "manifest.jsonl").exists()  # not loadable as a finished dataset
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "clips").iterdir()}
+
+    monkeypatch.setattr(cli, "_progress_callback", real)
+    resumed = runner.invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert "2 clips written, 2 reused" in resumed.output
+    assert {n: (out / "clips" / n).stat().st_mtime_ns for n in stamps} == stamps  # finished clips not redone
+
+    a, b = load_prepared(out), load_prepared(reference)
+    assert (out / "manifest.jsonl").read_text() == (reference / "manifest.jsonl").read_text()
+    assert json.loads((out / "dataset.json").read_text()) == json.loads((reference / "dataset.json").read_text())
+    assert a.templates.keys() == b.templates.keys()
+    for name in a.templates:
+        np.testing.assert_array_equal(a.templates[name], b.templates[name])
+    for ca, cb in zip(a.clips, b.clips, strict=True):
+        xa, xb = a.load_clip(ca), b.load_clip(cb)
+        np.testing.assert_array_equal(xa.audio, xb.audio)
+        np.testing.assert_array_equal(xa.vertices, xb.vertices)
