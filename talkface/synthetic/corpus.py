@@ -91,10 +91,30 @@ class SyntheticReport:
     out_dir: Path
 
 
-def make_speakers(num_speakers: int, seed: int) -> list[Speaker]:
-    """Deterministic speakers ``SynthTalk_01``...: voices cycle, styles and shapes are drawn from ``seed``."""
+DEFAULT_MAX_LAG_S = 0.05  # speakers' lead/lag spread evenly over ±this, seconds
+DEFAULT_TEMPO_RANGE = (0.92, 1.08)  # speakers' tempo factors are drawn uniformly from this range
+
+
+def make_speakers(
+    num_speakers: int,
+    seed: int,
+    *,
+    max_lag_s: float = DEFAULT_MAX_LAG_S,
+    tempo_range: tuple[float, float] = DEFAULT_TEMPO_RANGE,
+) -> list[Speaker]:
+    """Deterministic speakers ``SynthTalk_01``...: voices cycle, styles and shapes are drawn from ``seed``.
+
+    Args:
+        num_speakers: how many.
+        seed: draws voices, styles and shapes.
+        max_lag_s: lead/lag of the motion against the audio, spread evenly over ``±max_lag_s`` seconds.
+        tempo_range: (low, high) of the uniformly drawn tempo factors.
+
+    The defaults give the demo's corpus; other values change only the lags and tempos (same draws).
+    """
+    _check_timing(max_lag_s, tempo_range)
     rng = np.random.default_rng(seed)
-    lags = rng.permutation(np.linspace(-0.05, 0.05, num_speakers))  # spread lead/lag over the speakers
+    lags = rng.permutation(np.linspace(-max_lag_s, max_lag_s, num_speakers))  # spread lead/lag over the speakers
     speakers = []
     for i in range(num_speakers):
         espeak_voice, f0, formants = _VOICES[i % len(_VOICES)]
@@ -102,12 +122,22 @@ def make_speakers(num_speakers: int, seed: int) -> list[Speaker]:
                           pitch=int(rng.integers(35, 66)), pitch_range=int(rng.integers(40, 71)),
                           f0_hz=float(f0 * rng.uniform(0.95, 1.05)), formant_scale=formants)
         style = MotionStyle(amplitude=float(rng.uniform(0.8, 1.25)), asymmetry=float(rng.uniform(-0.5, 0.5)),
-                            lag_s=float(np.round(lags[i], 4)), tempo=float(rng.uniform(0.92, 1.08)))
+                            lag_s=float(np.round(lags[i], 4)), tempo=float(rng.uniform(*tempo_range)))
         u = rng.uniform(-1.0, 1.0, size=6)
         shape = HeadShape(scale=1 + 0.05 * u[0], width=1 + 0.03 * u[1], height=1 + 0.03 * u[2],
                           depth=1 + 0.03 * u[3], jaw_width=1 + 0.08 * u[4], nose=1 + 0.2 * u[5])
         speakers.append(Speaker(f"SynthTalk_{i + 1:02d}", voice, style, shape))
     return speakers
+
+
+def _check_timing(max_lag_s: float, tempo_range: tuple[float, float]) -> None:
+    """Reject lag and tempo settings that would not make a sensible corpus."""
+    if not (np.isfinite(max_lag_s) and 0.0 <= max_lag_s <= 0.5):
+        raise ConfigError(f"max_lag_s is {max_lag_s!r}; expected 0 to 0.5 seconds (the demo uses 0.05)")
+    low, high = (float(v) for v in tempo_range)
+    if not (np.isfinite(low) and np.isfinite(high) and 0.5 <= low <= high <= 2.0):
+        raise ConfigError(f"tempo_range is {tempo_range!r}; expected 0.5 <= low <= high <= 2 (the demo uses "
+                          f"{DEFAULT_TEMPO_RANGE})")
 
 
 def sentence_name(number: int) -> str:
@@ -228,6 +258,8 @@ def write_synthetic_vocaset(
     seed: int = 0,
     use_espeak: bool | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
+    max_lag_s: float = DEFAULT_MAX_LAG_S,
+    tempo_range: tuple[float, float] = DEFAULT_TEMPO_RANGE,
 ) -> SyntheticReport:
     """Generate the synthetic corpus in VOCASET's raw format.
 
@@ -240,6 +272,8 @@ def write_synthetic_vocaset(
         use_espeak: True requires espeak-ng, False uses the formant fallback, None picks espeak-ng
             when it is installed and speaks (else the fallback, with a ``RuntimeWarning``).
         on_progress: called as ``on_progress(done, total, clip_name)`` after each clip.
+        max_lag_s, tempo_range: the speakers' timing spread (see ``make_speakers``); the defaults
+            give the demo's corpus.
 
     Returns:
         A ``SyntheticReport``.
@@ -253,6 +287,7 @@ def write_synthetic_vocaset(
         raise ConfigError(f"num_speakers is {num_speakers}; expected at least 2 (one is held out for testing)")
     if not 3 <= num_sentences <= len(SENTENCES):
         raise ConfigError(f"num_sentences is {num_sentences}; expected 3 to {len(SENTENCES)} (train, val, test)")
+    _check_timing(max_lag_s, tempo_range)
     out = Path(out_dir)
     _check_out_dir(out)
     from talkface.fileio import atomic_path, write_text_atomic
@@ -260,7 +295,7 @@ def write_synthetic_vocaset(
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / MARKER, "{}\n")  # claims the folder, so a failed run can be re-run there
     espeak = _espeak_works() if use_espeak is None else bool(use_espeak)
-    speakers = make_speakers(num_speakers, seed)
+    speakers = make_speakers(num_speakers, seed, max_lag_s=max_lag_s, tempo_range=tempo_range)
     sentences = SENTENCES[:num_sentences]
     jobs = [(s, j) for s in range(num_speakers) for j in range(num_sentences)]
     total = len(jobs)
@@ -308,7 +343,7 @@ def write_synthetic_vocaset(
         seconds=float(sum(a.size for a, _ in spoken) / SAMPLE_RATE), used_espeak=espeak, out_dir=out,
     )
     meta = {"seed": seed, "used_espeak": espeak, "fps": FPS, "sample_rate": SAMPLE_RATE,
-            "sentences": list(sentences), "splits": spec,
+            "max_lag_s": max_lag_s, "tempo_range": list(tempo_range), "sentences": list(sentences), "splits": spec,
             "speakers": [dataclasses.asdict(sp) for sp in speakers]}
     write_text_atomic(out / MARKER, json.dumps(meta, indent=2) + "\n")
     write_text_atomic(out / "README.md", _readme(speakers, sentences, report, spec))
