@@ -4,7 +4,8 @@ Both pipelines turn the same clip -- the FLAME template with a 2 Hz jaw motion a
 30 fps -- plus a 6 s wav into a playable H.264 mp4 with sound:
 
 - **talkface**: ``render_video`` (one OffscreenRenderer for the clip, frames streamed into one ffmpeg
-  process that encodes H.264 and muxes the AAC audio).
+  process that encodes H.264 and muxes the AAC audio), once per ``--shadings`` (``fast``: the per-vertex
+  shader of ``talkface.render_gl``, the default; ``pbr``: pyrender's own shader) and ``--presets`` (x264).
 - **FaceFormer-style** (written from the facts in REFERENCE.md §6, not copied): per frame a new
   ``trimesh.Trimesh`` -> ``Mesh.from_trimesh(smooth=True)``, a new Scene with the camera and five
   directional lights, and a **new OffscreenRenderer**; frames go to an MPEG-4 part 2 file (cv2's ``mp4v``
@@ -18,6 +19,7 @@ audio length). Runs alternate between pipelines so that both see the same load o
 
     python benchmarks/render.py [--sizes 512 800] [--seconds 6] [--repeats 2]
         [--talkface-platforms egl osmesa] [--faceformer-platforms osmesa egl]
+        [--shadings fast pbr] [--presets veryfast]
 """
 
 from __future__ import annotations
@@ -70,12 +72,14 @@ def make_clip(folder: Path, seconds: float, flame_dir: Path) -> tuple[Path, Path
 # Workers (run in a fresh interpreter with PYOPENGL_PLATFORM set)
 
 
-def run_talkface(clip: Path, wav: Path, out: Path, size: int) -> None:
+def run_talkface(clip: Path, wav: Path, out: Path, size: int, variant: str) -> None:
     from talkface.animation import load_animation
     from talkface.render import RenderConfig, render_video
 
+    shading, preset = variant.split("/")
     animation = load_animation(clip)
-    render_video(animation, out, audio=wav, config=RenderConfig(size=size), overwrite=True)
+    config = RenderConfig(size=size, shading=shading, preset=preset)
+    render_video(animation, out, audio=wav, config=config, overwrite=True)
 
 
 def run_faceformer_style(clip: Path, wav: Path, out: Path, size: int) -> None:
@@ -146,7 +150,7 @@ def worker(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     cpu_start, children_start = time.process_time(), _children_cpu_s()
     if args.worker == "talkface":
-        run_talkface(args.clip, args.wav, args.out, args.size)
+        run_talkface(args.clip, args.wav, args.out, args.size, args.variant)
     else:
         run_faceformer_style(args.clip, args.wav, args.out, args.size)
     wall = time.perf_counter() - start
@@ -161,23 +165,27 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def one_run(pipeline: str, platform: str, size: int, clip: Path, wav: Path, folder: Path) -> dict[str, object]:
+    """One fresh-interpreter run; ``pipeline`` is ``faceformer`` or ``talkface:SHADING/PRESET``."""
     from talkface.video import probe_mp4
 
-    out = folder / f"{pipeline}-{platform}-{size}.mp4"
+    worker, _, variant = pipeline.partition(":")
+    out = folder / f"{worker}-{variant.replace('/', '-')}-{platform}-{size}.mp4"
     env = {**os.environ, "PYOPENGL_PLATFORM": platform}
     load = os.getloadavg()[0]
     result = subprocess.run(
-        [sys.executable, __file__, "--worker", pipeline, "--size", str(size), "--clip", str(clip), "--wav", str(wav),
-         "--out", str(out)], env=env, capture_output=True, text=True, check=False)
+        [sys.executable, __file__, "--worker", worker, "--variant", variant or "-", "--size", str(size),
+         "--clip", str(clip), "--wav", str(wav), "--out", str(out)], env=env, capture_output=True, text=True,
+        check=False)
     if result.returncode != 0:
         return {"pipeline": pipeline, "platform": platform, "size": size, "error": result.stderr.strip()[-400:]}
     timing = json.loads(result.stdout.strip().splitlines()[-1])
     info = probe_mp4(out)
+    size_kib = out.stat().st_size / 1024
     out.unlink()
     return {"pipeline": pipeline, "platform": platform, "size": size, "frames": info.video_frames,
             "fps": info.video_frames / timing["wall_s"], "wall_s": timing["wall_s"], "load1": load,
             "cpu_ms_per_frame": 1000 * timing["cpu_s"] / info.video_frames,
-            "audio_s": info.audio_duration, "video_s": info.video_duration}
+            "audio_s": info.audio_duration, "video_s": info.video_duration, "kib": size_kib}
 
 
 def main() -> None:
@@ -185,11 +193,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 800])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--talkface-platforms", nargs="+", default=["egl", "osmesa"])
-    parser.add_argument("--faceformer-platforms", nargs="+", default=["osmesa", "egl"])
+    parser.add_argument("--talkface-platforms", nargs="*", default=["egl", "osmesa"])
+    parser.add_argument("--faceformer-platforms", nargs="*", default=["osmesa", "egl"])
+    parser.add_argument("--shadings", nargs="+", default=["fast", "pbr"], help="talkface RenderConfig.shading")
+    parser.add_argument("--presets", nargs="+", default=["veryfast"], help="talkface x264 presets")
     parser.add_argument("--flame", type=Path, default=FLAME)
     parser.add_argument("--json", type=Path, help="also write all runs to this file")
     parser.add_argument("--worker", choices=["talkface", "faceformer"], help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--clip", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--wav", type=Path, help=argparse.SUPPRESS)
@@ -199,7 +210,8 @@ def main() -> None:
         worker(args)
         return
 
-    pipelines = [("talkface", p) for p in args.talkface_platforms]
+    pipelines = [(f"talkface:{shading}/{preset}", p) for p in args.talkface_platforms for shading in args.shadings
+                 for preset in args.presets]
     pipelines += [("faceformer", p) for p in args.faceformer_platforms]
     runs: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="talkface-bench-") as tmp:
@@ -214,10 +226,10 @@ def main() -> None:
                     if "error" in run:
                         print(f"{size} #{repeat} {pipeline}[{platform}] FAILED: {run['error']}", flush=True)
                     else:
-                        print(f"{size} #{repeat} {pipeline:10s}[{platform:6s}] {run['fps']:6.1f} fps  "
+                        print(f"{size} #{repeat} {pipeline:26s}[{platform:6s}] {run['fps']:6.1f} fps  "
                               f"{run['wall_s']:6.1f} s  {run['cpu_ms_per_frame']:6.1f} CPU-ms/frame  "
-                              f"frames {run['frames']}  audio {run['audio_s']:.3f} s  load1 {run['load1']:.2f}",
-                              flush=True)
+                              f"frames {run['frames']}  audio {run['audio_s']:.3f} s  {run['kib']:6.0f} KiB  "
+                              f"load1 {run['load1']:.2f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))
     summarize(runs, args.sizes, pipelines)
@@ -245,15 +257,17 @@ def summarize(runs: list[dict[str, object]], sizes: list[int], pipelines: list[t
         print(f"| {pipeline} [{platform}] | " + " | ".join(cells) + " |")
     print()
     for size in sizes:
-        ours = max((v for (p, _, s), v in best.items() if p == "talkface" and s == size), default=None)
         theirs = best.get(("faceformer", "osmesa", size)) or max(
             (v for (p, _, s), v in best.items() if p == "faceformer" and s == size), default=None)
-        if ours is None or theirs is None:
-            continue
         target = targets.get(size)
-        verdict = f"target {target:g} fps: {'met' if ours >= target else 'NOT met'}" if target else ""
-        print(f"{size}²: talkface best {ours:.1f} fps = {ours / theirs:.1f}x FaceFormer-style "
-              f"({theirs:.1f} fps; target 3x: {'met' if ours / theirs >= 3 else 'NOT met'}); {verdict}")
+        for pipeline, platform in pipelines:
+            ours = best.get((pipeline, platform, size))
+            if not pipeline.startswith("talkface") or ours is None:
+                continue
+            verdict = f"target {target:g} fps: {'met' if ours >= target else 'NOT met'}" if target else ""
+            ratio = (f" = {ours / theirs:.1f}x FaceFormer-style ({theirs:.1f} fps; target 3x: "
+                     f"{'met' if ours / theirs >= 3 else 'NOT met'})") if theirs else ""
+            print(f"{size}²: {pipeline} [{platform}] best {ours:.1f} fps{ratio}; {verdict}")
 
 
 if __name__ == "__main__":

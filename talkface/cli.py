@@ -452,10 +452,10 @@ def animate(
 
 
 # --------------------------------------------------------------------------------------------- render
-def _render_config(size: int, background: str, msaa: bool) -> Any:
+def _render_config(size: int, background: str, msaa: bool, shading: str = "fast") -> Any:
     from talkface.render import RenderConfig, parse_background
 
-    return RenderConfig(size=size, background=parse_background(background), msaa=msaa)
+    return RenderConfig(size=size, background=parse_background(background), msaa=msaa, shading=shading)
 
 
 @app.command()
@@ -471,6 +471,9 @@ def render(
     compare: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Ground truth, shown side by side.")] = None,
     error_map: Annotated[bool, typer.Option("--error-map", help="Colour by per-vertex error vs --compare (mm).")] = False,
     msaa: Annotated[bool, typer.Option(help="Anti-aliasing (slower on software GL).")] = False,
+    shading: Annotated[str, typer.Option(help="fast (pyrender's lighting per vertex, ~6x cheaper) or pbr "
+                                              "(pyrender's per-pixel shader, pixel-exact with VOCA/FaceFormer).")]
+    = "fast",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Render an animation offscreen to an H.264 mp4 with the audio muxed in."""
@@ -481,7 +484,7 @@ def render(
         raise typer.BadParameter(f"--fps must be > 0, got {fps}", param_hint="--fps")
     if error_map and compare is None:
         raise typer.BadParameter("--error-map needs --compare GT", param_hint="--error-map")
-    config = _render_config(size, background, msaa)
+    config = _render_config(size, background, msaa, shading)
     anim = workflows.load_animation_for_render(animation, template=template, fps=fps)
     gt = workflows.load_animation_for_render(compare, template=template, fps=anim.fps) if compare else None
     with progress_bar("render", total=anim.num_frames) as update:

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from talkface import render_gl
 from talkface.errors import AudioError, ConfigError, RenderError, TemplateError
+from talkface.overlay import blend, bounding_box, colormap_lut, error_colors, make_overlay
 
 if TYPE_CHECKING:
     from talkface.animation import Animation
@@ -37,20 +39,15 @@ AMBIENT = 0.2  # VOCA/FaceFormer ambient light
 # a bit-identical image (RENDERING.md §7.3) and is cheaper in the shader.
 DIRECTIONAL_INTENSITY = 8.0
 GREY = (0.3, 0.3, 0.3, 1.0)  # baseColorFactor, metallic 0.8, roughness 0.8, alphaMode BLEND (FaceFormer)
-ERROR_COLORMAP = "YlOrRd"  # matplotlib colormap for --error-map: pale yellow (low) .. dark red (high);
-# a light low end keeps an accurate face looking like a plain render, so errors stand out
 PLATFORMS = ("egl", "osmesa")  # tried in this order when PYOPENGL_PLATFORM is unset
 GL_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libosmesa6"
 _PROBE_TIMEOUT_S = 60.0
 _PROBE_CODE = (
-    "import pyrender\n"
-    "r = pyrender.OffscreenRenderer(16, 16)\n"
-    "s = pyrender.Scene()\n"
-    "s.add(pyrender.PerspectiveCamera(yfov=1.0))\n"
-    "r.render(s)\n"
-    "r.delete()\n"
+    "import pyrender\nr = pyrender.OffscreenRenderer(16, 16)\ns = pyrender.Scene()\n"
+    "s.add(pyrender.PerspectiveCamera(yfov=1.0))\nr.render(s)\nr.delete()\n"
 )
 _NAMED_COLOURS = {"black": (0, 0, 0), "white": (255, 255, 255)}
+SHADINGS = ("fast", "pbr")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -80,9 +77,12 @@ class RenderConfig:
         camera_distance: metres from the origin along +z; the camera looks down -z.
         msaa: 4× multisampling. Only EGL offers it, at half the speed on llvmpipe; OSMesa ignores it.
         crf: x264 quality (0 lossless .. 51 worst).
-        preset: x264 speed preset; ``veryfast`` costs ~4 CPU-ms per 512² frame, a third less than
-            ``medium``, while rendering costs ~30, so a slower preset buys little.
+        preset: x264 preset. ``veryfast``: ~5 / 10 CPU-ms per 512² / 800² frame in ffmpeg (overlapping the
+            render); ``superfast``/``ultrafast`` save 1–5 ms for 2.8–4.7× larger files (docs/benchmarks.md).
         fast_readback: on EGL, read back colour only (skips pyrender's unused depth image, ~7 % faster).
+        shading: ``fast``: pyrender's BRDF, light and material evaluated per vertex (``render_gl``), ~6× cheaper
+            on llvmpipe, ~0.7 grey levels from ``pbr`` over the head (H.264 changes ~1). ``pbr``: pyrender's
+            own per-pixel shader, the exact look of VOCA/FaceFormer videos.
     """
 
     size: int = 800
@@ -93,6 +93,7 @@ class RenderConfig:
     crf: int = 18
     preset: str = "veryfast"
     fast_readback: bool = True
+    shading: str = "fast"
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)):
@@ -111,6 +112,8 @@ class RenderConfig:
             raise ConfigError(f"camera_distance is {self.camera_distance}; expected metres in ({ZNEAR}, {ZFAR})")
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"crf is {self.crf}; expected 0..51 (18 is visually lossless)")
+        if self.shading not in SHADINGS:
+            raise ConfigError(f"shading is {self.shading!r}; expected one of {', '.join(SHADINGS)}")
         if self.preset not in X264_PRESETS:
             raise ConfigError(f"preset is {self.preset!r}; expected one of {', '.join(X264_PRESETS)}")
 
@@ -195,123 +198,6 @@ def choose_platform() -> str:
     return forced
 
 
-@contextlib.contextmanager
-def _single_sample_framebuffers(renderer_module: Any) -> Iterator[None]:
-    """While active, pyrender allocates its offscreen framebuffers without multisampling.
-
-    pyrender hard-codes 4× MSAA for framebuffer (EGL) rendering and offers no switch; on llvmpipe it
-    halves the speed (RENDERING.md §7.4). The renderbuffers are allocated at the first ``render()``,
-    so passing ``samples=0`` (a valid single-sample renderbuffer in GL ≥ 3.0) during that call is
-    enough; the patch is undone right after.
-    """
-    original = getattr(renderer_module, "glRenderbufferStorageMultisample", None)
-    if original is None:  # another pyrender version: leave its framebuffers alone
-        yield
-        return
-
-    def single_sample(target: int, samples: int, internal_format: int, width: int, height: int) -> Any:
-        return original(target, 0, internal_format, width, height)
-
-    renderer_module.glRenderbufferStorageMultisample = single_sample
-    try:
-        yield
-    finally:
-        renderer_module.glRenderbufferStorageMultisample = original
-
-
-def _skip_depth_readback(offscreen: Any) -> None:
-    """Make an EGL OffscreenRenderer read back only colour.
-
-    pyrender always reads the depth buffer too and linearises it in numpy, 5–8 CPU-ms per frame at
-    512²–800² here (~7 %), for an image talkface never uses. This replaces that one method on this
-    renderer instance with a colour-only version (the same blit and ``glReadPixels`` of RGB, rows
-    flipped); the frames are bit-identical (tested). Left alone when pyrender's internals differ or the
-    platform renders without framebuffers (OSMesa).
-    """
-    inner = getattr(offscreen, "_renderer", None)
-    needed = ("_read_main_framebuffer", "_main_fb", "_main_fb_ms", "_main_fb_dims")
-    if inner is None or not all(hasattr(inner, name) for name in needed):
-        return
-    from OpenGL import GL
-
-    def read_color(scene: Any, flags: int) -> tuple[np.ndarray, None]:
-        width, height = inner._main_fb_dims
-        GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, inner._main_fb_ms)
-        GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, inner._main_fb)
-        GL.glBlitFramebuffer(0, 0, width, height, 0, 0, width, height, GL.GL_COLOR_BUFFER_BIT, GL.GL_LINEAR)
-        GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, inner._main_fb)
-        pixels = GL.glReadPixels(0, 0, width, height, GL.GL_RGB, GL.GL_UNSIGNED_BYTE)
-        return np.flip(np.frombuffer(pixels, dtype=np.uint8).reshape(height, width, 3), axis=0), None
-
-    inner._read_main_framebuffer = read_color
-
-
-# ---------------------------------------------------------------------------------------------------
-# Geometry and colour (pure)
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Smooth vertex normals: unit face normals weighted by the corner angle at the vertex.
-
-    This is Thürrner & Wüthrich's (1998) weighting, the one trimesh uses for
-    ``Mesh.from_trimesh(smooth=True)`` in FaceFormer's renderer, so the shading matches theirs.
-
-    Args:
-        vertices: (V, 3) float, metres.
-        faces: (F, 3) int vertex indices.
-
-    Returns:
-        (V, 3) float32 unit normals (zero for vertices on no face or only on degenerate faces).
-    """
-    points = np.asarray(vertices, dtype=np.float32)
-    c0, c1, c2 = points[faces[:, 0]], points[faces[:, 1]], points[faces[:, 2]]  # (F, 3) each
-    e0, e1, e2 = c1 - c0, c2 - c1, c0 - c2  # edges opposite corners 2, 0, 1
-    face_normals = np.cross(e0, -e2)
-    l0, l1, l2 = (np.sqrt(np.einsum("ij,ij->i", e, e)) for e in (e0, e1, e2))
-    area2 = np.sqrt(np.einsum("ij,ij->i", face_normals, face_normals))
-    valid = (area2 > 0) & (l0 > 0) & (l1 > 0) & (l2 > 0)
-    face_normals = face_normals / np.where(valid, area2, 1.0)[:, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cosines = np.stack(  # corner k lies between the edge leaving it and the reversed edge arriving
-            [-np.einsum("ij,ij->i", e0, e2) / (l0 * l2), -np.einsum("ij,ij->i", e1, e0) / (l1 * l0),
-             -np.einsum("ij,ij->i", e2, e1) / (l2 * l1)], axis=1,
-        )
-    angles = np.where(valid[:, None], np.arccos(np.clip(cosines, -1.0, 1.0)), 0.0)  # (F, 3)
-    flat = faces.ravel()
-    weights = angles.ravel()
-    summed = np.stack(
-        [np.bincount(flat, weights * np.repeat(face_normals[:, k], 3), minlength=len(points)) for k in range(3)],
-        axis=1,
-    )
-    length = np.linalg.norm(summed, axis=1, keepdims=True)
-    return (summed / np.where(length > 0, length, 1.0)).astype(np.float32)
-
-
-def colormap_lut(name: str = ERROR_COLORMAP, num: int = 256) -> np.ndarray:
-    """(num, 3) float32 sRGB colours in [0, 1] sampled from a matplotlib colormap."""
-    import matplotlib
-
-    return np.asarray(matplotlib.colormaps[name](np.linspace(0.0, 1.0, num))[:, :3], dtype=np.float32)
-
-
-def error_colors(
-    errors_mm: np.ndarray, error_range_mm: tuple[float, float], lut: np.ndarray
-) -> np.ndarray:
-    """Map errors to colours: values at or below ``error_range_mm[0]`` get ``lut[0]``, at or above ``[1]`` ``lut[-1]``.
-
-    Args:
-        errors_mm: (...,) float errors in millimetres.
-        error_range_mm: (low, high) millimetres, low < high.
-        lut: (N, 3) colours.
-
-    Returns:
-        (..., 3) float32 colours from ``lut``.
-    """
-    low, high = error_range_mm
-    t = np.clip((np.asarray(errors_mm, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
-    return lut[np.rint(t * (len(lut) - 1)).astype(np.int64)]
-
-
 def _check_mesh(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> None:
     if vertices.ndim != 3 or vertices.shape[2] != 3 or vertices.shape[0] == 0:
         raise TemplateError(f"vertices have shape {vertices.shape}; expected (T, V, 3) with T >= 1")
@@ -376,7 +262,10 @@ def _render_panels(panels: Sequence[_Panel], faces: np.ndarray, config: RenderCo
             "unset, something imported pyrender/OpenGL before talkface could set it; set it yourself."
         ) from e
     if config.fast_readback:
-        _skip_depth_readback(renderer)
+        render_gl.skip_depth_readback(renderer)
+    if config.shading == "fast":
+        render_gl.install_fast_shading(renderer)
+    normals = render_gl.VertexNormals(indices, panels[0].vertices.shape[1])  # built once per video
     node = None
     first = True
     try:
@@ -387,16 +276,16 @@ def _render_panels(panels: Sequence[_Panel], faces: np.ndarray, config: RenderCo
                 colors = None if panel.colors is None else panel.colors[t] ** 2.2  # sRGB -> linear: the
                 # shader multiplies before its 1/2.2 gamma, so the output shows the sRGB colour × shading
                 primitive = pyrender.Primitive(
-                    positions=positions, normals=vertex_normals(positions, faces), indices=indices,
+                    positions=positions, normals=normals(positions), indices=indices,
                     color_0=colors, material=material,
                 )
                 if node is not None:
                     scene.remove_node(node)
-                # A new Mesh per frame through the public API costs the same as overwriting the
-                # vertex buffer in place at FLAME size (RENDERING.md §7.6); the renderer is reused.
+                # A new Mesh per frame (public API): updating the VBO in place saved only ~0.5 of ~14
+                # CPU-ms per 512² frame (docs/benchmarks.md). The renderer is reused.
                 node = scene.add(pyrender.Mesh([primitive]))
                 msaa_off = first and not config.msaa
-                with _single_sample_framebuffers(pyrender.renderer) if msaa_off else contextlib.nullcontext():
+                with render_gl.single_sample_framebuffers(pyrender.renderer) if msaa_off else contextlib.nullcontext():
                     try:
                         color, _ = renderer.render(scene, flags=pyrender.RenderFlags.SKIP_CULL_FACES)
                     except Exception as e:
@@ -456,85 +345,6 @@ def _only_panel(frames: Iterator[list[np.ndarray]]) -> Iterator[np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Overlays: labels and colour bar, drawn once and blended into every frame
-
-
-def _font(pixels: int) -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=pixels)
-    except (TypeError, OSError):  # Pillow < 10.1 or no FreeType: the fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _draw_text(draw: Any, xy: tuple[float, float], text: str, font: Any, ink: tuple[int, ...], anchor: str) -> None:
-    """Draw ``text`` with its horizontal (l/m) and vertical (t/m/b) anchor at ``xy``.
-
-    Placement goes through ``textbbox`` rather than PIL's ``anchor`` argument, which bitmap fonts reject.
-    """
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    x = xy[0] - left - (right - left) / 2 if anchor[0] == "m" else xy[0] - left
-    y = {"t": xy[1] - top, "m": xy[1] - (top + bottom) / 2, "b": xy[1] - bottom}[anchor[1]]
-    draw.text((x, y), text, fill=ink, font=font)
-
-
-def _overlay(
-    panel_size: int,
-    num_panels: int,
-    background: tuple[int, int, int],
-    labels: Sequence[str],
-    colorbar: tuple[np.ndarray, tuple[float, float]] | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw labels (top of each panel) and an optional colour bar (right of the last panel).
-
-    Returns:
-        (H, W, 3) uint8 colours and (H, W, 1) float32 alpha in [0, 1] to blend over the frames.
-    """
-    from PIL import Image, ImageDraw
-
-    width = panel_size * num_panels
-    canvas = Image.new("RGBA", (width, panel_size), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(canvas)
-    ink = (0, 0, 0, 255) if sum(background) > 3 * 128 else (255, 255, 255, 255)
-    font = _font(max(10, panel_size // 26))
-    margin = max(4, panel_size // 50)
-    for index, label in enumerate(labels[:num_panels]):
-        if label:
-            _draw_text(draw, (index * panel_size + panel_size / 2, margin), label, font, ink, "mt")
-    if colorbar is not None:
-        lut, (low, high) = colorbar
-        small_px = max(9, panel_size // 36)
-        small = _font(small_px)
-        bar_w, bar_h = max(6, panel_size // 40), panel_size // 2
-        x0 = width - margin - bar_w - 3 * small_px
-        y0 = (panel_size - bar_h) // 2
-        ramp = lut[np.linspace(len(lut) - 1, 0, bar_h).round().astype(int)]  # top = high error
-        strip = np.repeat((ramp * 255).round().astype(np.uint8)[:, None, :], bar_w, axis=1)
-        canvas.paste(Image.fromarray(strip, "RGB"), (x0, y0))
-        for value, y in ((high, y0), ((low + high) / 2, y0 + bar_h / 2), (low, y0 + bar_h)):
-            _draw_text(draw, (x0 + bar_w + 3, y), f"{value:g}", small, ink, "lm")
-        _draw_text(draw, (x0 + bar_w / 2, y0 - small_px), "mm", small, ink, "mb")
-    rgba = np.asarray(canvas)
-    return rgba[..., :3].copy(), (rgba[..., 3:4] / 255.0).astype(np.float32)
-
-
-def _blend(frame: np.ndarray, overlay: tuple[np.ndarray, np.ndarray], box: tuple[slice, slice]) -> np.ndarray:
-    colours, alpha = overlay
-    region = frame[box].astype(np.float32)
-    frame[box] = (region + alpha[box] * (colours[box] - region) + 0.5).astype(np.uint8)
-    return frame
-
-
-def _bounding_box(alpha: np.ndarray) -> tuple[slice, slice]:
-    rows = np.flatnonzero(alpha.any(axis=(1, 2)))
-    cols = np.flatnonzero(alpha.any(axis=(0, 2)))
-    if len(rows) == 0:
-        return slice(0, 0), slice(0, 0)
-    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-
-
-# ---------------------------------------------------------------------------------------------------
 # Video
 
 
@@ -585,6 +395,10 @@ def render_video(
     audio_path = Path(audio) if audio is not None else None
     if audio_path is not None and not audio_path.is_file():
         raise AudioError(f"{audio_path}: no such audio file; pass the speech the animation was made from")
+    if audio_path is not None:
+        from talkface.audio import check_audio_file
+
+        check_audio_file(audio_path)  # before rendering: ffmpeg would fail only after the last frame
     faces = animation.faces if animation.faces is not None else (compare.faces if compare is not None else None)
     if faces is None:
         raise TemplateError("the animation has no faces; pass the mesh's faces (--template or --faces)")
@@ -618,8 +432,8 @@ def render_video(
     choose_platform()  # a missing GL platform fails before ffmpeg starts
     total = len(panels[0].vertices)
     shown = labels if compare is not None else ()
-    overlay = _overlay(config.size, len(panels), config.background, shown, colorbar) if shown or colorbar else None
-    box = _bounding_box(overlay[1]) if overlay is not None else None
+    overlay = make_overlay(config.size, len(panels), config.background, shown, colorbar) if shown or colorbar else None
+    box = bounding_box(overlay[1]) if overlay is not None else None
 
     def frames() -> Iterator[np.ndarray]:
         source = _render_panels(panels, np.asarray(faces), config)
@@ -627,7 +441,7 @@ def render_video(
             for done, images in enumerate(source, start=1):
                 frame = images[0] if len(images) == 1 else np.concatenate(images, axis=1)
                 if overlay is not None and box is not None:
-                    frame = _blend(frame, overlay, box)
+                    frame = blend(frame, overlay, box)
                 yield frame
                 if on_progress is not None:
                     on_progress(done, total)

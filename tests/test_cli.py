@@ -131,6 +131,9 @@ def test_render_validates(tmp_path):
     _ok(runner.invoke(app, ["render", str(anim), "--out", str(tmp_path / "o.mp4"), "--error-map"]), 2)
     result = _ok(runner.invoke(app, ["render", str(anim), "--out", str(tmp_path / "o.mp4"), "--size", "7"]), 1)
     assert "size" in result.output
+    result = _ok(runner.invoke(app, ["render", str(anim), "--out", str(tmp_path / "o.mp4"), "--shading", "toon"]), 1)
+    assert "shading" in result.output and "pbr" in result.output
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def test_evaluate_needs_exactly_one_source(tmp_path):

@@ -16,19 +16,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from talkface import render
+from talkface import render, render_gl
 from talkface.animation import Animation
 from talkface.errors import AudioError, ConfigError, OutputError, RenderError, TemplateError
+from talkface.overlay import colormap_lut, error_colors
 from talkface.render import (
     RenderConfig,
     choose_platform,
-    colormap_lut,
-    error_colors,
     parse_background,
     render_frames,
     render_video,
-    vertex_normals,
 )
+from talkface.render_gl import VertexNormals, vertex_normals
 
 FLAME = Path("/work/shared/fixtures/flame")
 SIZE = 192
@@ -92,12 +91,13 @@ def test_parse_background() -> None:
 def test_render_config_validation_and_focal_scaling() -> None:
     config = RenderConfig()
     assert config.size == 800 and config.background == (0, 0, 0) and not config.msaa
+    assert config.shading == "fast"
     assert config.focal == pytest.approx(2377.49, abs=0.01)
     assert RenderConfig(size=400).focal == pytest.approx(config.focal / 2)
     assert RenderConfig(background="#102030").background == (16, 32, 48)
     bad = [{"size": 8}, {"size": 5000}, {"size": 255}, {"size": 12.5}, {"background": (0, 0, 300)},
            {"background": "pink"}, {"focal_px": 0.0}, {"camera_distance": -1.0}, {"crf": 60},
-           {"preset": "fastest"}]
+           {"preset": "fastest"}, {"shading": "phong"}]
     for kwargs in bad:
         with pytest.raises(ConfigError):
             RenderConfig(**kwargs)
@@ -134,6 +134,17 @@ def test_vertex_normals_ignore_degenerate_faces_and_unused_vertices() -> None:
     normals = vertex_normals(vertices, faces)
     np.testing.assert_allclose(normals[:3], [[0, 0, 1]] * 3, atol=1e-6)
     np.testing.assert_array_equal(normals[3], 0.0)
+
+
+def test_precomputed_normals_follow_each_frame() -> None:
+    rng = np.random.default_rng(1)
+    vertices = rng.normal(size=(2, 40, 3)).astype(np.float32)
+    faces = rng.integers(0, 40, size=(60, 3))
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    normals = VertexNormals(faces, 40)
+    for frame in vertices:  # one instance, frames in turn: nothing of the previous frame is kept
+        used = np.unique(faces)
+        np.testing.assert_allclose(normals(frame)[used], brute_force_normals(frame, faces)[used], atol=1e-5)
 
 
 def test_error_colors_clip_to_the_lut_ends() -> None:
@@ -237,6 +248,55 @@ def test_frames_show_the_head(gl: str, flame) -> None:
     assert all(np.array_equal(frames[0], f) for f in frames[1:])  # deterministic
 
 
+def head_mask(frame: np.ndarray) -> np.ndarray:
+    return (frame != 0).any(axis=2)
+
+
+def turned(vertices: np.ndarray, degrees: float) -> np.ndarray:
+    """The head turned about the vertical axis through its centre (positive: its left cheek forward)."""
+    a = np.deg2rad(degrees)
+    rotation = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]], np.float32)
+    centre = vertices.mean(axis=0)
+    return (vertices - centre) @ rotation.T + centre
+
+
+@pytest.mark.render
+def test_fast_shading_looks_like_pbr(gl: str, flame) -> None:
+    vertices, faces, _ = flame
+    sequence = np.stack([vertices, turned(vertices, 35.0)])
+    fast, pbr = (list(render_frames(sequence, faces, RenderConfig(size=SIZE, shading=s))) for s in ("fast", "pbr"))
+    for f, p in zip(fast, pbr, strict=True):
+        fast_mask, pbr_mask = head_mask(f), head_mask(p)
+        assert (fast_mask & pbr_mask).sum() / (fast_mask | pbr_mask).sum() >= 0.95  # same silhouette
+        grey_f, grey_p = f.mean(axis=2)[pbr_mask], p.mean(axis=2)[pbr_mask]
+        assert 60 < grey_f.mean() < 200 and abs(grey_f.mean() - grey_p.mean()) < 3  # lit like pbr, not black
+        assert grey_f.std() > 8  # shaded, not flat
+        assert np.abs(grey_f - grey_p).mean() < 3  # pixel by pixel close to pyrender's own shader
+        assert np.corrcoef(grey_f, grey_p)[0, 1] > 0.9
+    # Turned, one half of the face meets the light (along -z) more obliquely: the halves differ, and in
+    # the same direction for both shaders.
+    halves = []
+    for frame in (fast[1], pbr[1]):
+        grey, mask = frame.mean(axis=2), head_mask(frame)
+        columns = np.flatnonzero(mask.any(axis=0))
+        middle = (columns[0] + columns[-1]) // 2
+        halves.append(grey[:, :middle][mask[:, :middle]].mean() - grey[:, middle:][mask[:, middle:]].mean())
+    assert abs(halves[0]) > 3 and np.sign(halves[0]) == np.sign(halves[1]), halves
+
+
+@pytest.mark.render
+def test_fast_shading_multiplies_vertex_colours(gl: str, flame) -> None:
+    vertices, faces, _ = flame
+    config = RenderConfig(size=96, shading="fast")
+    plain = next(render_frames(vertices[None], faces, config))
+    white = next(render_frames(vertices[None], faces, config, colors=np.ones((1, *vertices.shape))))
+    red = next(render_frames(vertices[None], faces, config, colors=np.tile([1.0, 0.0, 0.0], (1, len(vertices), 1))))
+    assert np.abs(white.astype(int) - plain.astype(int)).max() <= 1  # a white tint changes nothing
+    mask = head_mask(plain)
+    np.testing.assert_array_equal(red[..., 1:], 0)  # red keeps only the red channel...
+    assert np.abs(red[..., 0].astype(int) - plain[..., 0].astype(int))[mask].max() <= 1  # ...with its shading
+
+
 @pytest.mark.render
 @pytest.mark.parametrize("background", ["white", "#336699"])
 def test_background_colour(gl: str, flame, background: str) -> None:
@@ -308,7 +368,7 @@ def test_msaa_switch(gl: str, flame) -> None:
             if msaa:
                 offscreen.render(scene)
             else:
-                with render._single_sample_framebuffers(pyrender.renderer):
+                with render_gl.single_sample_framebuffers(pyrender.renderer):
                     offscreen.render(scene)
             offscreen._platform.make_current()
             GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, offscreen._renderer._main_cb_ms)
@@ -335,7 +395,7 @@ def test_colour_only_readback_is_bit_identical(gl: str, flame, msaa: bool) -> No
 
         offscreen = pyrender.OffscreenRenderer(16, 16)
         try:
-            render._skip_depth_readback(offscreen)
+            render_gl.skip_depth_readback(offscreen)
             scene = pyrender.Scene()
             scene.add(pyrender.PerspectiveCamera(yfov=1.0))
             color, depth = offscreen.render(scene)
