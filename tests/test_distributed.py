@@ -44,7 +44,7 @@ def test_python_m_talkface_runs():
     assert "train" in out.stdout
 
 
-@pytest.mark.slow
+# ~20-45 s (two interpreters importing torch): in the default suite, since issue 7 names this test.
 def test_torchrun_gloo_two_processes_match_one_process(tmp_path):
     import torch
     from safetensors.torch import load_file

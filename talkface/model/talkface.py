@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -119,6 +120,16 @@ class TalkFaceModel(nn.Module):
             return first
         return torch.cat([first, self.motion_encoder(previous) + first], 1)
 
+    def feedback_map(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``motion_encoder ∘ motion_head`` as one (D, D) affine map: ``W_e W_h``, ``W_e b_h + b_e``.
+
+        The next token is ``motion_encoder(motion_head(h)) + s``; both maps are linear, so the loop
+        needs only this product and never the (B, 1, V*3) offsets (15k-d), which are computed for all
+        frames in one GEMM after it. Same function, same gradients (autograd flows through the product).
+        """
+        enc, head = self.motion_encoder, self.motion_head
+        return enc.weight @ head.weight, torch.addmv(enc.bias, enc.weight, head.bias)
+
     def decode(self, memory: torch.Tensor, style: torch.Tensor, num_frames: int) -> torch.Tensor:
         """Autoregressive decoding with a key/value cache (gradients flow through fed-back frames).
 
@@ -134,22 +145,16 @@ class TalkFaceModel(nn.Module):
         memory_kv = self.decoder.memory_keys_values(memory, width)
         caches = self.decoder.new_caches(num_frames)
         bias_table = self.decoder.bias_by_distance(num_frames, memory.device, memory.dtype)
+        feed_weight, feed_bias = self.feedback_map()
         token = style[:, None]
-        # Without autograd, write into one preallocated (B, T, V*3) tensor: no second copy from cat.
-        out = None if torch.is_grad_enabled() else memory.new_empty(memory.shape[0], num_frames,
-                                                                      self.config.vertex_dim)
-        outputs = []
+        hiddens = []
         for t in range(num_frames):
             hidden = self.decoder(self.positional(token, offset=t), memory_kv, offset=t, caches=caches,
-                                  bias_table=bias_table)
-            offset = self.motion_head(hidden)  # (B, 1, V*3)
-            if out is None:
-                outputs.append(offset)
-            else:
-                out[:, t: t + 1] = offset
+                                  bias_table=bias_table)  # (B, 1, D)
+            hiddens.append(hidden)
             if t + 1 < num_frames:
-                token = self.motion_encoder(offset) + style[:, None]
-        return torch.cat(outputs, 1) if out is None else out
+                token = F.linear(hidden, feed_weight, feed_bias) + style[:, None]
+        return self.motion_head(torch.cat(hiddens, 1))
 
     def decode_teacher_forced(self, memory: torch.Tensor, style: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """One pass over ground-truth offsets shifted by one frame.
