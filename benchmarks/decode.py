@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _docs import write_section  # benchmarks/ is on sys.path when run as a script
 
 from talkface.audio import load_audio, write_wav
 from talkface.config import ModelConfig
@@ -36,7 +37,6 @@ from talkface.model import TalkFaceModel, tiny_encoder_config, wav2vec2_base_con
 from talkface.presets import VOCASET_TRAIN, get_preset
 
 THREADS = 2
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 SECTION = "## Decoding"
 
 
@@ -182,20 +182,6 @@ def render(decoding: list[dict], animate: dict | None, long: dict | None, load: 
             "generating). The CNN runs in exact 10 s chunks, the transformer in 30 s windows with 5 s blended overlap.",
         ]
     return "\n".join(lines) + "\n"
-
-
-def write_section(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    lines = doc.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        doc = "".join(lines[:start]) + text + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    from talkface.fileio import write_text_atomic
-
-    write_text_atomic(DOC, doc)
 
 
 def main() -> None:

@@ -32,13 +32,13 @@ from pathlib import Path
 os.environ.setdefault("NUMBA_NUM_THREADS", "2")  # a script, before numba is imported: allowed here
 
 import torch  # noqa: E402
+from _docs import DOC, write_section  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from talkface.losses import soft_dtw  # noqa: E402
 
 GAMMA = 1e-3
 SHAPES = ((1, 120, 15069), (8, 120, 15069), (1, 600, 15069), (1, 1000, 64))
 MEMORY_SHAPE = (8, 600, 15069)
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 def make_pair(batch: int, frames: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,19 +214,6 @@ def render(
         "",
     ]
     return "\n".join(lines)
-
-
-def write_section(section: str) -> None:
-    """Replace the "## Soft-DTW" section of docs/benchmarks.md (or append it), keeping the others."""
-    text = DOC.read_text() if DOC.exists() else ""
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == "## Soft-DTW"), None)
-    if start is None:
-        new = text.rstrip("\n") + ("\n\n" if text.strip() else "") + section
-    else:
-        stop = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + section.rstrip("\n").splitlines() + [""] + lines[stop:])
-    DOC.write_text(new.rstrip("\n") + "\n")
 
 
 def time_shapes(shapes: list[str], rounds: int, threads: int, found: dict[str, Callable[..., torch.Tensor]]) -> list:

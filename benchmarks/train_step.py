@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _docs import write_section  # benchmarks/ is on sys.path when run as a script
 
 from talkface.config import ModelConfig, TrainConfig
 from talkface.model import TalkFaceModel, tiny_encoder_config, wav2vec2_base_config
@@ -42,7 +43,6 @@ from talkface.presets import VOCASET_TRAIN, get_preset
 from talkface.train import sequence_loss
 
 THREADS = 2
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 SECTION = "## Training step"
 
 
@@ -251,21 +251,6 @@ def render(result: dict[str, Any], load: str, threads: int = THREADS) -> str:
     for row in result["throughput"]:
         lines.append(f"| {row['batch']} | {row['seconds']:.2f} | {row['clips_per_s']:.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def write_section(text: str, heading: str = SECTION, doc: Path = DOC) -> None:
-    """Replace the ``heading`` section of ``doc`` (up to the next "## "), or append it; others are kept."""
-    from talkface.fileio import write_text_atomic
-
-    old = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + text + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    write_text_atomic(doc, new)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -11,8 +11,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def test_quick_mode_runs_and_gradients_agree(monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import train_step
+    from _docs import DOC
 
-    doc_before = train_step.DOC.read_text() if train_step.DOC.exists() else None
+    doc_before = DOC.read_text() if DOC.exists() else None
     result = train_step.main(["--quick", "--rounds", "1", "--batches", "2"])
     check = result["check"]
     assert check["grad_rel_diff"] <= 1e-5, check
@@ -21,7 +22,7 @@ def test_quick_mode_runs_and_gradients_agree(monkeypatch, capsys):
     assert [row["batch"] for row in result["throughput"]] == [2] and result["throughput"][0]["clips_per_s"] > 0
     out = capsys.readouterr().out
     assert out.startswith(train_step.SECTION) and "clips/s" in out
-    assert (train_step.DOC.read_text() if train_step.DOC.exists() else None) == doc_before  # --quick writes nothing
+    assert (DOC.read_text() if DOC.exists() else None) == doc_before  # --quick writes nothing
 
 
 def test_write_section_replaces_only_its_own(monkeypatch, tmp_path):

@@ -224,17 +224,6 @@ def test_train_progress_reports_resume_validation_and_tensorboard(tmp_path, monk
     assert "val loss 0.25" in out and "val LVE 2×1e-5" in out
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from talkface.data import prepare_vocaset
-    from talkface.synthetic import write_synthetic_vocaset
-
-    root = tmp_path_factory.mktemp("corpus")
-    write_synthetic_vocaset(root / "raw", num_speakers=2, num_sentences=3, use_espeak=False)
-    prepare_vocaset(root / "raw", root / "data", splits=root / "raw" / "splits.toml")
-    return root / "data"
-
-
 def test_train_saves_the_resolved_config(tiny_data, tmp_path):
     import json
 

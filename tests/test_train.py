@@ -10,17 +10,6 @@ from talkface.config import TrainConfig
 from talkface.errors import OutputError
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from talkface.data import prepare_vocaset
-    from talkface.synthetic import write_synthetic_vocaset
-
-    root = tmp_path_factory.mktemp("corpus")
-    write_synthetic_vocaset(root / "raw", num_speakers=2, num_sentences=3, use_espeak=False)
-    prepare_vocaset(root / "raw", root / "data", splits=root / "raw" / "splits.toml")
-    return root / "data"
-
-
 def test_train_writes_a_complete_run(tiny_data, tmp_path):
     from talkface.checkpoint import load_checkpoint
     from talkface.model import tiny_encoder_config
