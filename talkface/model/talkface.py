@@ -147,14 +147,21 @@ class TalkFaceModel(nn.Module):
         bias_table = self.decoder.bias_by_distance(num_frames, memory.device, memory.dtype)
         feed_weight, feed_bias = self.feedback_map()
         token = style[:, None]
+        # Without autograd, copy each step's state into one (B, T, D) buffer: a step's output can be a
+        # view whose base grows with t (attention over the cache), and keeping T such views is O(T^2).
+        states = None if torch.is_grad_enabled() else memory.new_empty(memory.shape[0], num_frames,
+                                                                         self.config.feature_dim)
         hiddens = []
         for t in range(num_frames):
             hidden = self.decoder(self.positional(token, offset=t), memory_kv, offset=t, caches=caches,
                                   bias_table=bias_table)  # (B, 1, D)
-            hiddens.append(hidden)
+            if states is None:
+                hiddens.append(hidden)
+            else:
+                states[:, t: t + 1] = hidden
             if t + 1 < num_frames:
                 token = F.linear(hidden, feed_weight, feed_bias) + style[:, None]
-        return self.motion_head(torch.cat(hiddens, 1))
+        return self.motion_head(torch.cat(hiddens, 1) if states is None else states)
 
     def decode_teacher_forced(self, memory: torch.Tensor, style: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """One pass over ground-truth offsets shifted by one frame.
