@@ -1,4 +1,5 @@
-"""One place that writes a benchmark's section of docs/benchmarks.md, keeping the other sections.
+"""What the benchmarks share: writing their section of docs/benchmarks.md (keeping the other
+sections) and naming the machine.
 
 Scripts here run as ``python benchmarks/NAME.py`` (so this folder is on ``sys.path``) and import it as
 ``from _docs import DOC, write_section``.
@@ -6,6 +7,7 @@ Scripts here run as ``python benchmarks/NAME.py`` (so this folder is on ``sys.pa
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -26,3 +28,14 @@ def write_section(text: str, doc: Path = DOC) -> None:
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
         new = "".join(lines[:start]) + text + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
     write_text_atomic(doc, new.rstrip("\n") + "\n")
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

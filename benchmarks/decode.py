@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _docs import write_section  # benchmarks/ is on sys.path when run as a script
+from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
 
 from talkface.audio import load_audio, write_wav
 from talkface.config import ModelConfig
@@ -135,16 +134,6 @@ def bench_long(seconds: float = 300.0) -> dict:
     wall, peak, base, frames = out.stdout.split()
     return {"seconds": seconds, "wall": float(wall), "peak_mib": float(peak), "base_mib": float(base),
             "frames": int(frames)}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def render(decoding: list[dict], animate: dict | None, long: dict | None, load: str) -> str:

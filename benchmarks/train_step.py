@@ -31,11 +31,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
-from _docs import write_section  # benchmarks/ is on sys.path when run as a script
+from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
 
 from talkface.config import ModelConfig, TrainConfig
 from talkface.model import TalkFaceModel, tiny_encoder_config, wav2vec2_base_config
@@ -198,16 +197,6 @@ def bench(shapes: Shapes, rounds: int, batches: list[int], log: Callable[[str], 
         log(f"  batch {batch}: {seconds:.2f} s per step, {batch / seconds:.2f} clips/s")
     return {"shapes": shapes, "frames": rows[0]["frames"], "rounds": rounds, "rows": rows, "check": check,
             "throughput": throughput, **{k: rows[0][k] for k in ("talkface", "recompute", "speedup", "encoder")}}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def render(result: dict[str, Any], load: str, threads: int = THREADS) -> str:
