@@ -6,8 +6,6 @@ The model computes predictions; losses are composed here.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import random
 from collections.abc import Callable
@@ -69,17 +67,6 @@ def check_run_dir(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Path:
 
     # probe the parent, not the run folder: another DDP rank may be checking that it is empty
     check_writable_folder(next(p for p in run.resolve().parents if p.is_dir()), what=f"{run} (--out)")
-    return run
-
-
-def prepare_run_dir(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Path:
-    """Create the run folder; refuse a non-empty one unless ``overwrite`` (nothing is deleted).
-
-    Raises:
-        OutputError: non-empty folder without overwrite, or a file in the way.
-    """
-    run = check_run_dir(out_dir, overwrite=overwrite)
-    run.mkdir(parents=True, exist_ok=True)
     return run
 
 
@@ -265,37 +252,3 @@ def train(
         return loop.run()
     finally:
         distributed.shutdown(ctx)
-
-
-def saved_run_settings(out_dir: str | os.PathLike[str]) -> tuple[TrainConfig, dict[str, Any], str | None]:
-    """The settings a run was started with, for ``talkface train DATA --out RUN --resume`` without flags.
-
-    Args:
-        out_dir: a run folder written by ``train``.
-
-    Returns:
-        (train config, model overrides, preset): pass them to ``train(..., resume=True)``, after
-        ``replace_config`` with any flag the user gave (only ``epochs`` may differ).
-
-    Raises:
-        CheckpointError: no readable ``config.json`` in the folder.
-    """
-    from talkface.config import from_dict
-    from talkface.errors import CheckpointError
-
-    path = Path(out_dir) / "config.json"
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        config = from_dict(TrainConfig, saved["train"])
-        model = dict(saved["model"])
-    except (OSError, ValueError, KeyError, TypeError, ConfigError) as e:
-        raise CheckpointError(f"{path}: cannot read the run's settings ({e}); is {Path(out_dir)} a run folder "
-                              "written by `talkface train`?") from e
-    for derived in ("num_vertices", "fps", "speakers"):  # these come from the dataset
-        model.pop(derived, None)
-    return config, model, saved.get("preset")
-
-
-def replace_config(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """``dataclasses.replace`` that drops ``None`` values (unset CLI flags)."""
-    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})

@@ -216,16 +216,21 @@ def test_soak_sigkill_at_five_random_points(data, reference, tmp_path):
 
 
 def test_saved_run_settings_resume_without_flags(data, reference, tmp_path):
-    """What the CLI needs for `talkface train DATA --out RUN --resume` with no other flags."""
-    from talkface.train import saved_run_settings, train
+    """What the CLI does for `talkface train DATA --out RUN --resume` with no other flags."""
+    from talkface.config import load_run_values, resolve_train_options
+    from talkface.errors import ConfigError
+    from talkface.train import train
 
-    config, overrides, preset = saved_run_settings(reference)
-    assert config == train_job.tiny_config() and overrides["feature_dim"] == 16 and preset is None
+    config, options = resolve_train_options({}, {}, base=load_run_values(reference))
+    assert config == train_job.tiny_config() and options["model_overrides"]["feature_dim"] == 16
+    assert options["preset"] is None
     run = tmp_path / "run"
     shutil.copytree(reference, run)
-    kwargs = {**train_job.tiny_kwargs(), "model_overrides": overrides}
+    kwargs = {**train_job.tiny_kwargs(), "model_overrides": options["model_overrides"]}
     with one_thread():
         result = train(data, run, config, resume=True, **kwargs)  # finished: nothing to do, no refusal
     assert len(result.history) == 3
-    with pytest.raises(CheckpointError, match="config.json"):
-        saved_run_settings(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="config.json"):
+        load_run_values(tmp_path / "bad")
