@@ -409,7 +409,8 @@ def plot_loss_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> str:
         first = h[0]["train_loss"] if h[0]["train_loss"] else 1.0
         ax1.plot(epochs, [r["train_loss"] / first for r in h], label=variant)
         ax2.plot(epochs, [np.nan if r.get("val_lve") is None else r["val_lve"] * 1e5 for r in h], label=variant)
-    ax1.set(xlabel="epoch", ylabel="train loss / epoch-1 loss", yscale="symlog", title="training loss (relative)")
+    ax1.set(xlabel="epoch", ylabel="train loss / epoch-1 loss", title="training loss (relative)")
+    ax1.set_yscale("symlog", linthresh=1e-3)  # soft-DTW can go below 0; log-like down to 1e-3 of epoch 1
     ax2.set(xlabel="epoch", ylabel="LVE ×1e-5 m²", title="validation lip vertex error")
     ax1.legend(fontsize=8)
     fig.tight_layout()
