@@ -84,37 +84,77 @@ def save_checkpoint(path: str | os.PathLike[str], model: TalkFaceModel, *, extra
     return Path(path)
 
 
+def sniff_format(head: bytes, size: int) -> str:
+    """What a file is, judged by its first bytes: ``"safetensors"``, ``"zip"``, ``"pickle"`` or ``"unknown"``.
+
+    A safetensors file starts with a little-endian uint64 header length followed by a JSON object, so it
+    is recognised by a plausible length *and* a ``{`` at byte 8; only then are the other magics tried.
+    (Its first byte alone says nothing: a header length of 128 mod 256 starts with 0x80, the pickle
+    protocol opcode.) A pickle starts with the PROTO opcode 0x80 and a protocol version 2-5; a zip
+    (PyTorch's default format) with the local-file-header magic ``PK\\x03\\x04``.
+
+    Args:
+        head: the file's first 9 bytes or more (fewer for short files).
+        size: the file's size in bytes.
+    """
+    if len(head) >= 9:
+        length = int.from_bytes(head[:8], "little")
+        if 2 <= length <= _MAX_HEADER and 8 + length <= size and head[8:9] == b"{":
+            return "safetensors"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    return "unknown"
+
+
 def _read_header(path: Path) -> dict[str, Any]:
     """Parse and validate a safetensors header without reading the tensors.
 
     Raises:
-        CheckpointError: foreign or truncated file.
+        CheckpointError: foreign, truncated or damaged file.
     """
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{path}: {size} bytes is too short for a safetensors checkpoint (truncated?)")
-        length = int.from_bytes(head, "little")
-        if head.startswith(b"PK") or head[:1] == b"\x80":
-            raise CheckpointError(
-                f"{path}: is a PyTorch pickle/zip file, expected a talkface .safetensors checkpoint; convert "
-                "FaceFormer checkpoints with `talkface import-faceformer`"
-            )
-        if length > _MAX_HEADER:
-            raise CheckpointError(f"{path}: not a safetensors file (header length {length} bytes); expected a "
-                                  "talkface .safetensors checkpoint")
-        if 8 + length > size:
-            raise CheckpointError(f"{path}: truncated: the header needs {8 + length} bytes, the file has {size}; "
-                                  "copy the checkpoint again")
-        try:
-            header = json.loads(f.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path}: not a safetensors file (unreadable header: {e}); expected a "
-                                  "talkface .safetensors checkpoint") from e
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(9)
+            kind = sniff_format(head, size)
+            if kind in ("zip", "pickle"):
+                raise CheckpointError(
+                    f"{path}: is a PyTorch pickle/zip file ({kind} format), expected a talkface .safetensors checkpoint; convert "
+                    "FaceFormer checkpoints with `talkface import-faceformer`"
+                )
+            if len(head) < 8:
+                raise CheckpointError(f"{path}: {size} bytes is too short for a safetensors checkpoint (truncated?)")
+            length = int.from_bytes(head[:8], "little")
+            if length > _MAX_HEADER:
+                raise CheckpointError(f"{path}: not a safetensors file (header length {length} bytes); expected "
+                                      "a talkface .safetensors checkpoint")
+            if 8 + length > size:
+                raise CheckpointError(f"{path}: truncated: the header needs {8 + length} bytes, the file has "
+                                      f"{size}; copy the checkpoint again")
+            f.seek(8)
+            raw = f.read(length)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from e
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not a safetensors file (unreadable header: {e}); expected a "
+                              "talkface .safetensors checkpoint") from e
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    ends = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+                or offsets[0] > offsets[1]):
+            raise CheckpointError(f"{path}: damaged header: tensor {name!r} has no valid data_offsets "
+                                  f"(found {offsets!r}); copy the checkpoint again")
+        ends.append(offsets[1])
     expected = 8 + length + max(ends, default=0)
     if size < expected:
         raise CheckpointError(f"{path}: truncated: expected {expected} bytes, found {size}; copy the checkpoint again")

@@ -104,3 +104,76 @@ def test_newer_format_and_mismatching_weights(tmp_path, model):
     rewrite_meta(path, tmp_path / "bad.safetensors", talkface=json.dumps({**talkface, "model_config": config}))
     with pytest.raises(CheckpointError, match="weights do not match"):
         load_checkpoint(tmp_path / "bad.safetensors")
+
+
+def test_every_header_length_loads(tmp_path, model):
+    """Header lengths of every residue mod 256 (128 included, whose first byte is the pickle opcode 0x80)."""
+    lengths = set()
+    for pad in range(0, 264, 1):
+        path = save_checkpoint(tmp_path / "m.safetensors", model, extra={"note": "x" * pad})
+        length = int.from_bytes(path.read_bytes()[:8], "little")
+        lengths.add(length % 256)
+        if length % 256 == 128:
+            assert path.read_bytes()[0] == 0x80
+        assert read_checkpoint_meta(path)["extra"]["note"] == "x" * pad
+    assert 128 in lengths and len(lengths) == 32  # safetensors pads headers to a multiple of 8
+    load_checkpoint(path)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_torch_files_are_named_whatever_their_first_bytes(tmp_path, model, legacy):
+    torch.save(model.state_dict(), tmp_path / "m.pt", _use_new_zipfile_serialization=not legacy)
+    kind = "pickle" if legacy else "zip"
+    with pytest.raises(CheckpointError, match=f"PyTorch pickle/zip file \\({kind} format\\).*import-faceformer"):
+        load_checkpoint(tmp_path / "m.pt")
+
+
+def test_sniff_format():
+    from talkface.checkpoint import sniff_format
+
+    header = b'{"a":1}'.ljust(128)
+    assert sniff_format(len(header).to_bytes(8, "little") + header[:1], 8 + 128) == "safetensors"
+    assert sniff_format(len(header).to_bytes(8, "little") + header[:1], 100) == "unknown"  # length past the end
+    assert sniff_format(b"\x80\x02\x8a\x0a" + b"\0" * 5, 1000) == "pickle"
+    assert sniff_format(b"\x80\x07" + b"\0" * 7, 1000) == "unknown"
+    assert sniff_format(b"PK\x03\x04" + b"\0" * 5, 1000) == "zip"
+    assert sniff_format(b"", 0) == "unknown"
+
+
+def rewrite_header(src, dst, edit):
+    data = src.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8: 8 + n])
+    edit(header)
+    raw = json.dumps(header).encode()
+    dst.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+
+
+@pytest.mark.parametrize("damage", ["no_offsets", "offsets_text", "offsets_reversed", "entry_not_object"])
+def test_damaged_header_is_a_checkpoint_error(tmp_path, model, damage):
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    name = next(k for k in json.loads(path.read_bytes()[8: 8 + struct.unpack("<Q", path.read_bytes()[:8])[0]])
+                if k != "__metadata__")
+
+    def edit(header):
+        if damage == "no_offsets":
+            del header[name]["data_offsets"]
+        elif damage == "offsets_text":
+            header[name]["data_offsets"] = ["0", "4"]
+        elif damage == "offsets_reversed":
+            header[name]["data_offsets"] = header[name]["data_offsets"][::-1]
+        else:
+            header[name] = 5
+
+    rewrite_header(path, tmp_path / "bad.safetensors", edit)
+    with pytest.raises(CheckpointError, match="damaged header"):
+        read_checkpoint_meta(tmp_path / "bad.safetensors")
+
+
+def test_truncated_json_header(tmp_path, model):
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    (tmp_path / "bad.safetensors").write_bytes(data[:8] + data[8: 8 + n // 2].ljust(n) + data[8 + n:])
+    with pytest.raises(CheckpointError, match="unreadable header"):
+        read_checkpoint_meta(tmp_path / "bad.safetensors")
