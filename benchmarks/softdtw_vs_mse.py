@@ -705,7 +705,7 @@ def setup_from_args(args: argparse.Namespace) -> Setup:
             raise ConfigError("--tiny and --data exclude each other: --tiny is the synthetic smoke test")
         from talkface.data import load_prepared
         from talkface.presets import get_preset
-        from talkface.train import resolve_device
+        from talkface.runtime import resolve_device
 
         dataset = load_prepared(args.data)  # DatasetError with the path when missing or not prepared
         for split in ("train", "test"):
@@ -721,7 +721,7 @@ def setup_from_args(args: argparse.Namespace) -> Setup:
             raise ConfigError("--preset only applies with --data (the synthetic corpus uses the demo's model)")
         setup = tiny_setup() if args.tiny else Setup()
         if args.device:
-            from talkface.train import resolve_device
+            from talkface.runtime import resolve_device
 
             setup = replace(setup, device=resolve_device(args.device))
     changes: dict[str, Any] = {}

@@ -121,7 +121,7 @@ def evaluate(
     model = None
     if checkpoint is not None:
         from talkface.checkpoint import load_checkpoint
-        from talkface.train import resolve_device
+        from talkface.runtime import resolve_device
 
         device = resolve_device(device)
         model, _ = load_checkpoint(checkpoint, device=device)

@@ -17,6 +17,7 @@ import numpy as np
 
 from talkface.config import ModelConfig, TrainConfig
 from talkface.errors import ConfigError, DatasetError, OutputError
+from talkface.runtime import resolve_device
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -38,17 +39,6 @@ class TrainResult:
     last_path: Path | None = None
     num_train_clips: int = 0
     num_val_clips: int = 0
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``; other values are checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return device
 
 
 def check_run_dir(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Path:

@@ -110,7 +110,7 @@ def animate_files(
     from talkface.checkpoint import load_checkpoint
     from talkface.inference import animate, choose_template, make_animation, parse_style
     from talkface.runs import load_run_assets
-    from talkface.train import resolve_device
+    from talkface.runtime import resolve_device
 
     if f".{fmt.lstrip('.').lower()}" not in ANIMATION_SUFFIXES:
         raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(x[1:] for x in ANIMATION_SUFFIXES)}")
