@@ -16,7 +16,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 def write_section(text: str, doc: Path = DOC) -> None:
     """Replace the section of ``doc`` whose heading is the first line of ``text`` (up to the next "## "),
     or append it; other sections are kept byte for byte. Written atomically."""
-    from talkface.fileio import write_text_atomic
+    from talkface.io.fileio import write_text_atomic
 
     heading = text.splitlines()[0].strip()
     old = doc.read_text() if doc.exists() else "# Benchmarks\n"

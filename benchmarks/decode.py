@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from _docs import cpu_name, write_section  # benchmarks/ is on sys.path when run as a script
 
-from talkface.audio import load_audio, write_wav
 from talkface.config import ModelConfig
+from talkface.io.audio import load_audio, write_wav
 from talkface.model import TalkFaceModel, tiny_encoder_config, wav2vec2_base_config
 from talkface.presets import VOCASET_TRAIN, get_preset
 

@@ -45,7 +45,7 @@ def make_clip(folder: Path, seconds: float, flame_dir: Path) -> tuple[Path, Path
     """Write clip.npz (the moving FLAME template) and speech.wav (a 6 s chirp) into ``folder``."""
     import soundfile as sf
 
-    from talkface.animation import Animation, save_animation
+    from talkface.io.animation import Animation, save_animation
 
     with np.load(flame_dir / "flame_template.npz") as z:
         vertices, faces = z["vertices"].astype(np.float32), z["faces"]
@@ -73,7 +73,7 @@ def make_clip(folder: Path, seconds: float, flame_dir: Path) -> tuple[Path, Path
 
 
 def run_talkface(clip: Path, wav: Path, out: Path, size: int, variant: str) -> None:
-    from talkface.animation import load_animation
+    from talkface.io.animation import load_animation
     from talkface.render import RenderConfig, render_video
 
     shading, preset = variant.split("/")
@@ -86,7 +86,7 @@ def run_faceformer_style(clip: Path, wav: Path, out: Path, size: int) -> None:
     import pyrender
     import trimesh
 
-    from talkface.animation import load_animation
+    from talkface.io.animation import load_animation
     from talkface.video import ffmpeg_exe
 
     animation = load_animation(clip)

@@ -116,7 +116,7 @@ def build_corpus(setup: Setup, work: Path) -> Path:
     spec = {"train": {"speakers": train, "sentences": list(setup.train_sentences)},
             "val": {"speakers": train, "sentences": list(setup.val_sentences)},
             "test": {"speakers": names, "sentences": list(setup.test_sentences)}}
-    from talkface.fileio import write_text_atomic
+    from talkface.io.fileio import write_text_atomic
 
     write_text_atomic(work / "splits.toml", splits_toml(spec))
     prepare_vocaset(work / "raw", data, fps=setup.fps, splits=work / "splits.toml", overwrite=True)
@@ -323,7 +323,7 @@ def run_one(setup: Setup, data: Path, run_dir: Path, config: Any, log: Any) -> d
     record = {"config": to_dict(config), "setup": key, "history": result.history,
               "train_s": train_s, "eval_s": time.perf_counter() - t0 - train_s, "train_cpu_s": train_cpu,
               "eval_cpu_s": time.process_time() - c0 - train_cpu, **evaluation}
-    from talkface.fileio import write_text_atomic
+    from talkface.io.fileio import write_text_atomic
 
     write_text_atomic(done, json.dumps(record, indent=1, allow_nan=True))
     log(f"  {run_dir.name}: train {train_s:.0f} s ({train_cpu:.0f} CPU-s), eval {record['eval_s']:.0f} s "
@@ -391,7 +391,7 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> str:
-    from talkface.fileio import atomic_path
+    from talkface.io.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
@@ -574,7 +574,7 @@ def versions() -> dict[str, str]:
 
 def write_report(setup: Setup, result: dict[str, Any], out: Path, work: Path, command: str) -> Path:
     """docs/results.md and its figures (atomic writes)."""
-    from talkface.fileio import write_text_atomic
+    from talkface.io.fileio import write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     runs, sweep = result["runs"], result["sweep"]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from talkface._version import __version__
 from talkface.errors import CheckpointError, ConfigError
-from talkface.fileio import atomic_path
+from talkface.io.fileio import atomic_path
 
 if TYPE_CHECKING:
     from talkface.model import TalkFaceModel

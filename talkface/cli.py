@@ -535,7 +535,7 @@ def evaluate(
     if report is not None:
         import json
 
-        from talkface.fileio import write_text_atomic
+        from talkface.io.fileio import write_text_atomic
 
         write_text_atomic(report, json.dumps(rep, indent=2))
         console.print(f"report: {report}")

@@ -90,11 +90,11 @@ def run_demo(
     import numpy as np
 
     from talkface import metrics
-    from talkface.animation import Animation, save_animation
-    from talkface.audio import write_wav
     from talkface.config import TrainConfig
     from talkface.data import load_prepared, prepare_vocaset
     from talkface.inference import animate, parse_style
+    from talkface.io.animation import Animation, save_animation
+    from talkface.io.audio import write_wav
     from talkface.model import tiny_encoder_config
     from talkface.render import RenderConfig, render_video
     from talkface.runs import load_run_assets

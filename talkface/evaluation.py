@@ -109,8 +109,8 @@ def evaluate(
         DatasetError: empty split or no lip region; ConfigError: missing predictions.
     """
     from talkface import metrics
-    from talkface.animation import load_animation
     from talkface.data import load_prepared
+    from talkface.io.animation import load_animation
 
     dataset = load_prepared(data)
     clips = dataset.split(split)
@@ -231,7 +231,7 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 def write_csv(path: str | os.PathLike[str], evaluation: Evaluation) -> Path:
     """Write the per-sequence rows as CSV, atomically."""
-    from talkface.fileio import write_text_atomic
+    from talkface.io.fileio import write_text_atomic
 
     return write_text_atomic(path, csv_text(evaluation.rows))
 
@@ -250,9 +250,9 @@ def plot_lip_errors(path: str | os.PathLike[str], evaluation: Evaluation, data: 
     """
     from matplotlib.figure import Figure
 
-    from talkface.audio import SAMPLE_RATE
     from talkface.data import load_prepared
-    from talkface.fileio import atomic_path
+    from talkface.io.audio import SAMPLE_RATE
+    from talkface.io.fileio import atomic_path
 
     names = list(evaluation.lip_frames)
     name = clip or names[0]

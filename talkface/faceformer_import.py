@@ -208,7 +208,7 @@ def import_faceformer(pth_path: str | os.PathLike[str], *, preset: str, speakers
         CheckpointError: unreadable or mismatching FaceFormer file. OutputError: destination exists.
     """
     from talkface.checkpoint import save_checkpoint
-    from talkface.fileio import check_output_path
+    from talkface.io.fileio import check_output_path
     from talkface.presets import get_preset
 
     get_preset(preset)  # an unknown --preset fails before the file is read

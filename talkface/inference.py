@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from talkface.animation import Animation
 from talkface.errors import ConfigError, TemplateError
+from talkface.io.animation import Animation
 
 if TYPE_CHECKING:
     from talkface.model import TalkFaceModel
@@ -108,7 +108,7 @@ def choose_template(
     Raises:
         TemplateError: unknown subject (lists the known ones) or wrong vertex count.
     """
-    from talkface.mesh import check_vertices, load_mesh
+    from talkface.io.mesh import check_vertices, load_mesh
 
     if template_file is not None:
         mesh = load_mesh(template_file, num_vertices=num_vertices)

@@ -27,7 +27,7 @@ from talkface.errors import AudioError, ConfigError, RenderError, TemplateError
 from talkface.overlay import blend, bounding_box, colormap_lut, error_colors, make_overlay
 
 if TYPE_CHECKING:
-    from talkface.animation import Animation
+    from talkface.io.animation import Animation
 
 VOCA_FOCAL_PX = 4754.97941935 / 2  # ≈ 2377.49 px at 800 × 800 (VOCA/FaceFormer IntrinsicsCamera)
 REFERENCE_SIZE = 800  # px, the image size VOCA's focal length belongs to
@@ -388,7 +388,7 @@ def render_video(
         ConfigError: bad error range, error map without ``compare``, or different frame rates.
         RenderError: no GL platform, an empty frame, or ffmpeg failed.
     """
-    from talkface.fileio import check_output_path
+    from talkface.io.fileio import check_output_path
     from talkface.video import write_mp4
 
     dest = check_output_path(out, overwrite=overwrite)
@@ -396,7 +396,7 @@ def render_video(
     if audio_path is not None and not audio_path.is_file():
         raise AudioError(f"{audio_path}: no such audio file; pass the speech the animation was made from")
     if audio_path is not None:
-        from talkface.audio import check_audio_file
+        from talkface.io.audio import check_audio_file
 
         check_audio_file(audio_path)  # before rendering: ffmpeg would fail only after the last frame
     faces = animation.faces if animation.faces is not None else (compare.faces if compare is not None else None)

@@ -40,7 +40,7 @@ class RunAssets:
 
 def copy_run_assets(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> None:
     """Copy the dataset's templates/faces/regions into the run folder (atomically, file by file)."""
-    from talkface.fileio import atomic_path
+    from talkface.io.fileio import atomic_path
 
     for name in RUN_ASSETS:
         src = Path(data_dir) / name

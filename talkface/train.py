@@ -53,7 +53,7 @@ def check_run_dir(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Path:
     if run.is_dir() and any(run.iterdir()) and not overwrite:
         raise OutputError(f"{run}: run folder is not empty (exists already); pass --resume to continue its "
                           "training, --overwrite to write into it, or choose another --out")
-    from talkface.fileio import check_writable_folder
+    from talkface.io.fileio import check_writable_folder
 
     # probe the parent, not the run folder: another DDP rank may be checking that it is empty
     check_writable_folder(next(p for p in run.resolve().parents if p.is_dir()), what=f"{run} (--out)")
@@ -144,7 +144,7 @@ def write_loss_plot(path: Path, history: list[dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from talkface.fileio import atomic_path
+    from talkface.io.fileio import atomic_path
 
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))

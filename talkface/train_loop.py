@@ -115,7 +115,7 @@ class TrainLoop:
 
     # -- files ------------------------------------------------------------------------------------
     def _write_run_files(self, *, fresh: bool, model_config: ModelConfig, preset: str | None) -> None:
-        from talkface.fileio import write_text_atomic
+        from talkface.io.fileio import write_text_atomic
         from talkface.runs import copy_run_assets, load_run_assets
 
         run = self.run_dir

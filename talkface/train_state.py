@@ -145,7 +145,7 @@ def save_state(run: Path, *, model: Any, optimizer: Any, scaler: Any, position: 
     """
     import torch
 
-    from talkface.fileio import atomic_path
+    from talkface.io.fileio import atomic_path
 
     state = {
         "format": STATE_FORMAT, "version": STATE_VERSION,

@@ -121,7 +121,7 @@ def write_mp4(
             (its last error lines are in the message).
         OutputError: the destination cannot be written.
     """
-    from talkface.fileio import atomic_path
+    from talkface.io.fileio import atomic_path
 
     if not (np.isfinite(fps) and fps > 0):
         raise ConfigError(f"fps is {fps}; expected a positive frame rate such as 30")

@@ -58,10 +58,10 @@ def output_path(out: Path, audio: Path, label: str | None, single: bool, fmt: st
 
 def write_animation_file(path: Path, animation: Any, *, overwrite: bool, base: np.ndarray | None = None) -> Path:
     """Write by suffix: ``.npz`` (talkface), ``.npy`` (FaceFormer (T, V*3)), ``.obj`` (a folder of frames),
-    ``.glb`` / ``.gltf`` (morph-target animation, see ``talkface.gltf``; ``base`` = the neutral template)."""
-    from talkface.animation import save_animation
-    from talkface.fileio import atomic_path, check_output_path
-    from talkface.mesh import save_obj_sequence
+    ``.glb`` / ``.gltf`` (morph-target animation, see ``talkface.io.gltf``; ``base`` = the neutral template)."""
+    from talkface.io.animation import save_animation
+    from talkface.io.fileio import atomic_path, check_output_path
+    from talkface.io.mesh import save_obj_sequence
 
     suffix = path.suffix.lower()
     if suffix not in ANIMATION_SUFFIXES:
@@ -74,7 +74,7 @@ def write_animation_file(path: Path, animation: Any, *, overwrite: bool, base: n
         return folder
     check_output_path(path, overwrite=overwrite)
     if suffix in (".glb", ".gltf"):
-        from talkface.gltf import write_gltf
+        from talkface.io.gltf import write_gltf
 
         return write_gltf(path, animation, base=base)
     if suffix == ".npy":
@@ -106,9 +106,9 @@ def animate_files(
     Errors of one input are recorded and the others still run; errors that concern all inputs
     (checkpoint, style) raise.
     """
-    from talkface.audio import load_audio
     from talkface.checkpoint import load_checkpoint
     from talkface.inference import animate, choose_template, make_animation, parse_style
+    from talkface.io.audio import load_audio
     from talkface.runs import load_run_assets
     from talkface.runtime import resolve_device
 
@@ -154,8 +154,8 @@ def load_animation_for_render(path: Path, *, template: Path | None, fps: float |
     """Read an animation and make sure it has faces (from the file or ``template``)."""
     from dataclasses import replace
 
-    from talkface.animation import load_animation
-    from talkface.mesh import load_mesh
+    from talkface.io.animation import load_animation
+    from talkface.io.mesh import load_mesh
 
     anim = load_animation(path, fps=fps)
     if template is not None:

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from talkface.audio import (
+from talkface.errors import AudioError
+from talkface.io.audio import (
     SAMPLE_RATE,
     load_audio,
     normalize_waveform,
@@ -11,7 +12,6 @@ from talkface.audio import (
     to_float32,
     write_wav,
 )
-from talkface.errors import AudioError
 
 
 def _tone(seconds: float, rate: int, freq: float = 220.0) -> np.ndarray:

@@ -20,7 +20,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from talkface import workflows
-from talkface.animation import load_animation
+from talkface.io.animation import load_animation
 
 SPEAKERS = ("alice", "bob", "carol")
 V = 10
@@ -89,7 +89,7 @@ def master(run, tmp_path_factory) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100])
 def test_sample_rates_give_the_same_motion(run, master, tmp_path, rate):
     """The same speech (band-limited below 3.5 kHz) stored at another rate animates the same."""
-    from talkface.audio import resample
+    from talkface.io.audio import resample
 
     audio, ref = master
     path = tmp_path / f"a{rate}.wav"
@@ -103,7 +103,7 @@ def test_sample_rates_give_the_same_motion(run, master, tmp_path, rate):
 
 
 def test_stereo_and_flac_match_the_mono_wav(run, tmp_path):
-    from talkface.audio import load_audio
+    from talkface.io.audio import load_audio
 
     mono = speech_like(1.5, 44100, seed=3)
     sf.write(tmp_path / "mono.wav", mono, 44100, subtype="PCM_16")
@@ -197,7 +197,7 @@ PEAK_SCRIPT = """
 import json, resource, sys
 from pathlib import Path
 from talkface import workflows
-from talkface.animation import load_animation
+from talkface.io.animation import load_animation
 [r] = workflows.animate_files([Path(sys.argv[1])], checkpoint=Path(sys.argv[2]), style="alice",
                               out=Path(sys.argv[3]), device="cpu")
 assert r.error is None, r.error

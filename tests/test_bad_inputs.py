@@ -118,9 +118,9 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
-    from talkface.animation import Animation, save_animation
     from talkface.checkpoint import save_checkpoint
     from talkface.data import load_prepared, prepare_vocaset
+    from talkface.io.animation import Animation, save_animation
     from talkface.model import TalkFaceModel, tiny_encoder_config
     from talkface.runs import copy_run_assets
     from talkface.synthetic import write_synthetic_vocaset
@@ -905,7 +905,7 @@ def test_the_table_is_big_enough() -> None:
 
 @pytest.mark.parametrize("kind", ["8-bit", "32-bit-float", "6-channel"])
 def test_unusual_but_valid_audio_animates(env: Env, tmp_path: Path, kind: str) -> None:
-    from talkface.animation import load_animation
+    from talkface.io.animation import load_animation
 
     x = speech(1.0, 22050, channels=6 if kind == "6-channel" else 1)
     subtype = {"8-bit": "PCM_U8", "32-bit-float": "FLOAT", "6-channel": "PCM_16"}[kind]
@@ -918,8 +918,8 @@ def test_unusual_but_valid_audio_animates(env: Env, tmp_path: Path, kind: str) -
 
 @pytest.mark.parametrize("kind", ["8-bit", "32-bit-float", "6-channel"])
 def test_unusual_but_valid_audio_prepares(env: Env, tmp_path: Path, kind: str) -> None:
-    from talkface.audio import load_audio
     from talkface.data import load_prepared
+    from talkface.io.audio import load_audio
 
     raw = copy_folder_raw(env, tmp_path)
     x = speech(1.0, 22050, channels=6 if kind == "6-channel" else 1)

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from talkface.errors import OutputError
-from talkface.fileio import atomic_path, check_output_path, write_text_atomic
+from talkface.io.fileio import atomic_path, check_output_path, write_text_atomic
 
 
 def test_atomic_write_leaves_no_partial_file_on_error(tmp_path):

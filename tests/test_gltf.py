@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkface.animation import Animation
 from talkface.errors import OutputError
-from talkface.gltf import morph_basis, write_gltf
+from talkface.io.animation import Animation
+from talkface.io.gltf import morph_basis, write_gltf
 
 pygltflib = pytest.importorskip("pygltflib")
 

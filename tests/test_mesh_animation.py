@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from talkface.animation import Animation, load_animation, save_animation
 from talkface.errors import TemplateError
-from talkface.mesh import load_mesh, obj_text, save_obj_sequence
+from talkface.io.animation import Animation, load_animation, save_animation
+from talkface.io.mesh import load_mesh, obj_text, save_obj_sequence
 
 
 def _tetra():

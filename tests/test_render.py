@@ -17,8 +17,8 @@ import pytest
 import soundfile as sf
 
 from talkface import render, render_gl
-from talkface.animation import Animation
 from talkface.errors import AudioError, ConfigError, OutputError, RenderError, TemplateError
+from talkface.io.animation import Animation
 from talkface.overlay import colormap_lut, error_colors
 from talkface.render import (
     RenderConfig,

@@ -349,7 +349,7 @@ def test_splits_head_and_readme(corpus):
     templates = _load(out / "templates.pkl")
     np.testing.assert_array_equal(head.faces, build_head().faces)
     assert head.vertices.shape == templates["SynthTalk_01"].shape
-    from talkface.mesh import load_mesh
+    from talkface.io.mesh import load_mesh
 
     assert load_mesh(out / "head.npz").faces.shape == head.faces.shape
     assert "SynthTalk_03" in (out / "README.md").read_text()

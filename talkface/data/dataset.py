@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from talkface.audio import SAMPLE_RATE
 from talkface.data.prepared import DATASET_FORMAT, DATASET_VERSION
 from talkface.data.splits import SPLIT_NAMES
 from talkface.errors import DatasetError
+from talkface.io.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

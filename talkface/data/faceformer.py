@@ -49,8 +49,8 @@ def read_wav(path: Path) -> np.ndarray:
     """
     import soundfile as sf
 
-    from talkface.audio import check_audio_file
     from talkface.errors import AudioError
+    from talkface.io.audio import check_audio_file
 
     try:
         check_audio_file(path)  # names text files and cut-off WAVs, which libsndfile reads as shorter audio

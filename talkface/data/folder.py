@@ -80,7 +80,7 @@ def read_frame_vertices(path: Path) -> np.ndarray:
         except (OSError, ValueError) as e:
             raise DatasetError(f"{path}: cannot read OBJ vertices ({e})") from e
     else:
-        from talkface.mesh import load_mesh
+        from talkface.io.mesh import load_mesh
 
         try:
             vertices = load_mesh(path).vertices
@@ -110,7 +110,7 @@ def read_mesh_frames(folder: Path, step: int) -> tuple[np.ndarray, int]:
 
 def load_folder_templates(folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """{speaker: (V, 3) float32} from ``folder/<speaker>.<ext>``, and the faces of the first mesh with faces."""
-    from talkface.mesh import load_mesh
+    from talkface.io.mesh import load_mesh
 
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no templates folder; put one neutral mesh per speaker there "

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from talkface.audio import resample, to_float32
 from talkface.data.pickles import load_pickle
 from talkface.data.prepared import (
     ClipData,
@@ -42,6 +41,7 @@ from talkface.data.prepared import (
 )
 from talkface.data.splits import Splits, assign_split, resolve_splits, sentence_number, voca_splits
 from talkface.errors import DatasetError
+from talkface.io.audio import resample, to_float32
 from talkface.presets import VOCASET_KNOWN_MISSING
 
 VOCASET_FILES = ("data_verts.npy", "raw_audio_fixed.pkl", "templates.pkl", "subj_seq_to_idx.pkl")

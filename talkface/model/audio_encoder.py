@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from talkface.audio import SAMPLE_RATE
 from talkface.errors import AudioError, EncoderError
+from talkface.io.audio import SAMPLE_RATE
 
 # facebook/wav2vec2-base-960h's config.json (the encoder FaceFormer fine-tunes), written out so that
 # importing a FaceFormer checkpoint or benchmarking needs no hub. Only feat_proj_dropout differs from

@@ -449,7 +449,7 @@ def save_head_asset(path: str | os.PathLike[str], head: Head | None = None) -> P
     Keys: ``format_version``, ``vertices`` (V, 3) float32, ``faces`` (F, 3) int32, ``region_<name>``
     int32 index arrays and ``basis_<name>`` (V, 3) float32 displacements.
     """
-    from talkface.fileio import atomic_path
+    from talkface.io.fileio import atomic_path
 
     head = build_head() if head is None else head
     arrays: dict[str, np.ndarray] = {

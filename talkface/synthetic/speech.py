@@ -154,7 +154,7 @@ def _events_to_phonemes(events: list, num_samples: int, rate: int) -> Phonemes:
 
 
 def _synthesize_espeak(text: str, voice: VoiceSpec, sample_rate: int) -> tuple[np.ndarray, Phonemes]:
-    from talkface.audio import resample
+    from talkface.io.audio import resample
 
     pcm, rate, events = _run_espeak(text, voice)
     if pcm.size == 0:

@@ -191,7 +191,7 @@ def write_wav(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int 
     """
     import soundfile as sf
 
-    from talkface.fileio import atomic_path
+    from talkface.io.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         sf.write(str(tmp), np.clip(np.asarray(audio, dtype=np.float32), -1, 1), sample_rate, subtype="PCM_16",

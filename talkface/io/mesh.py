@@ -118,7 +118,7 @@ def save_obj_sequence(folder: str | os.PathLike[str], vertices: np.ndarray, face
         vertices: (T, V, 3) float32.
         faces: (F, 3) int or None.
     """
-    from talkface.fileio import write_text_atomic
+    from talkface.io.fileio import write_text_atomic
 
     out = Path(folder)
     return [write_text_atomic(out / f"frame_{t:06d}.obj", obj_text(v, faces)) for t, v in enumerate(vertices)]

@@ -338,7 +338,7 @@ def write_gltf(path: str | os.PathLike[str], animation: Any, *, binary: bool | N
     Raises:
         OutputError: unknown suffix or unwritable path; TemplateError: bad vertices or faces.
     """
-    from talkface.fileio import atomic_path, write_bytes_atomic
+    from talkface.io.fileio import atomic_path, write_bytes_atomic
 
     p = Path(path)
     suffix = p.suffix.lower()

@@ -44,7 +44,7 @@ class Animation:
 
 def save_animation(path: str | os.PathLike[str], animation: Animation) -> Path:
     """Write ``animation`` to ``path`` (.npz) atomically."""
-    from talkface.fileio import atomic_path
+    from talkface.io.fileio import atomic_path
 
     arrays: dict[str, Any] = {
         "vertices": np.asarray(animation.vertices, dtype=np.float32),
