@@ -214,9 +214,9 @@ def evaluate_run(run_dir: Path, data: Path, device: str) -> dict[str, Any]:
         m², MVE in m, shift in ms (absolute), corr the lip-opening Pearson correlation.
     """
     from talkface import metrics
-    from talkface.checkpoint import load_checkpoint
     from talkface.data import load_prepared
     from talkface.inference import animate, evaluation_styles
+    from talkface.model.checkpoint import load_checkpoint
 
     dataset = load_prepared(data)
     regions = dataset.regions
@@ -455,9 +455,9 @@ def plot_gamma(sweep: dict[float, dict[str, Any]], path: Path) -> str:
 def plot_alignment(setup: Setup, result: dict[str, Any], work: Path, path: Path) -> str | None:
     """Expected soft-DTW alignment of the mse and softdtw models' predictions vs GT on one seen test clip."""
     from talkface import metrics
-    from talkface.checkpoint import load_checkpoint
     from talkface.data import load_prepared
     from talkface.inference import animate, evaluation_styles
+    from talkface.model.checkpoint import load_checkpoint
 
     names = [v for v in ("mse", "softdtw") if v in result["runs"]]
     if not names:

@@ -550,7 +550,7 @@ def evaluate(
 @handle_errors
 def info(checkpoint: Annotated[Path, typer.Argument(exists=True, resolve_path=True, help="Run folder or .safetensors.")]) -> None:
     """Show a checkpoint's config, speakers, fps and size."""
-    from talkface.checkpoint import read_checkpoint_meta
+    from talkface.model.checkpoint import read_checkpoint_meta
 
     meta = read_checkpoint_meta(checkpoint)
     table = Table(title=str(checkpoint), show_header=False)
@@ -571,7 +571,7 @@ def import_faceformer_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Convert FaceFormer's released vocaset.pth/biwi.pth into a talkface checkpoint (no pickle code runs)."""
-    from talkface.faceformer_import import import_faceformer
+    from talkface.model.faceformer_import import import_faceformer
 
     names = [n for n in speakers.replace(",", " ").split() if n]
     if not names:

@@ -135,7 +135,7 @@ def run_demo(
 
     t = time.perf_counter()
     stage("animate held-out sentence")
-    from talkface.checkpoint import load_checkpoint
+    from talkface.model.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(out / "run", device="cpu")
     dataset = load_prepared(out / "data")

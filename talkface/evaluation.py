@@ -120,7 +120,7 @@ def evaluate(
     lips, upper, source = resolve_regions(dataset, masks)
     model = None
     if checkpoint is not None:
-        from talkface.checkpoint import load_checkpoint
+        from talkface.model.checkpoint import load_checkpoint
         from talkface.runtime import resolve_device
 
         device = resolve_device(device)

@@ -258,7 +258,7 @@ class TrainLoop:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _write_epoch_files(self, record: dict[str, Any], *, better: bool) -> None:
-        from talkface.checkpoint import save_checkpoint
+        from talkface.model.checkpoint import save_checkpoint
 
         extra = {"epoch": record["epoch"], "train": to_dict(self.config),
                  **{k: v for k, v in record.items() if v is not None}}
@@ -280,7 +280,7 @@ class TrainLoop:
         """Save the state at the last finished optimizer step and ``last.safetensors``; the error to raise."""
         pos, run = self.pos, self.run_dir
         if self.ctx.is_main:
-            from talkface.checkpoint import save_checkpoint
+            from talkface.model.checkpoint import save_checkpoint
 
             self._save_state()
             save_checkpoint(run / "last.safetensors", self.model,

@@ -106,9 +106,9 @@ def animate_files(
     Errors of one input are recorded and the others still run; errors that concern all inputs
     (checkpoint, style) raise.
     """
-    from talkface.checkpoint import load_checkpoint
     from talkface.inference import animate, choose_template, make_animation, parse_style
     from talkface.io.audio import load_audio
+    from talkface.model.checkpoint import load_checkpoint
     from talkface.runs import load_run_assets
     from talkface.runtime import resolve_device
 

@@ -31,9 +31,9 @@ FPS = 30.0
 def run(tmp_path_factory) -> Path:
     import torch
 
-    from talkface.checkpoint import save_checkpoint
     from talkface.config import ModelConfig
     from talkface.model import TalkFaceModel, tiny_encoder_config
+    from talkface.model.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     config = ModelConfig(num_vertices=V, feature_dim=16, period=3, num_heads=4, num_layers=1, fps=FPS,

@@ -118,10 +118,10 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
-    from talkface.checkpoint import save_checkpoint
     from talkface.data import load_prepared, prepare_vocaset
     from talkface.io.animation import Animation, save_animation
     from talkface.model import TalkFaceModel, tiny_encoder_config
+    from talkface.model.checkpoint import save_checkpoint
     from talkface.runs import copy_run_assets
     from talkface.synthetic import write_synthetic_vocaset
     from talkface.train import build_model_config

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from talkface.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from talkface.errors import CheckpointError
 from talkface.model import TalkFaceModel
+from talkface.model.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def test_torch_files_are_named_whatever_their_first_bytes(tmp_path, model, legac
 
 
 def test_sniff_format():
-    from talkface.checkpoint import sniff_format
+    from talkface.model.checkpoint import sniff_format
 
     header = b'{"a":1}'.ljust(128)
     assert sniff_format(len(header).to_bytes(8, "little") + header[:1], 8 + 128) == "safetensors"

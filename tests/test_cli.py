@@ -143,13 +143,13 @@ def test_evaluate_needs_exactly_one_source(tmp_path):
 
 
 def test_info_and_demo_delegate(tmp_path, monkeypatch):
-    monkeypatch.setattr("talkface.checkpoint.read_checkpoint_meta", lambda p: {"format": "talkface", "fps": 30})
+    monkeypatch.setattr("talkface.model.checkpoint.read_checkpoint_meta", lambda p: {"format": "talkface", "fps": 30})
     assert "talkface" in _ok(runner.invoke(app, ["info", str(tmp_path)])).output
 
     def broken(p):
         raise CheckpointError(f"{p}: not a talkface checkpoint")
 
-    monkeypatch.setattr("talkface.checkpoint.read_checkpoint_meta", broken)
+    monkeypatch.setattr("talkface.model.checkpoint.read_checkpoint_meta", broken)
     assert "not a talkface checkpoint" in _ok(runner.invoke(app, ["info", str(tmp_path)]), 1).output
     result_obj = SimpleNamespace(summary=lambda: {"clips": "3/1/1"}, video=tmp_path / "demo.mp4")
     monkeypatch.setattr("talkface.demo.run_demo", lambda out, **kw: result_obj)
@@ -165,7 +165,7 @@ def test_import_faceformer_delegates(tmp_path, monkeypatch):
         seen.update(kw)
         return tmp_path / "out" / "best.safetensors"
 
-    monkeypatch.setattr("talkface.faceformer_import.import_faceformer", fake)
+    monkeypatch.setattr("talkface.model.faceformer_import.import_faceformer", fake)
     _ok(runner.invoke(app, ["import-faceformer", str(pth), "--speakers", "A B,C", "--out", str(tmp_path / "out")]))
     assert seen["speakers"] == ["A", "B", "C"] and seen["preset"] == "vocaset"
     monkeypatch.undo()  # the real importer refuses a file that is not a FaceFormer checkpoint

@@ -191,9 +191,9 @@ def test_region_file_errors(tmp_path):
 
 def test_evaluate_from_a_checkpoint(data, tmp_path, tiny_encoder_config):
     """Seen speaker A under its own style, unseen C under both training styles."""
-    from talkface.checkpoint import save_checkpoint
     from talkface.config import ModelConfig
     from talkface.model import TalkFaceModel
+    from talkface.model.checkpoint import save_checkpoint
 
     config = ModelConfig(num_vertices=V, feature_dim=16, period=3, num_heads=4, num_layers=1, fps=30.0,
                          speakers=("A", "B"))

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from talkface.checkpoint import load_checkpoint
 from talkface.errors import CheckpointError, OutputError
-from talkface.faceformer_import import import_faceformer
 from talkface.model import TalkFaceModel
+from talkface.model.checkpoint import load_checkpoint
+from talkface.model.faceformer_import import import_faceformer
 from talkface.presets import VOCASET_TRAIN, get_preset
 
 D, V3, PERIOD = 64, 15069, 30  # the vocaset preset

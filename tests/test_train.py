@@ -11,8 +11,8 @@ from talkface.errors import OutputError
 
 
 def test_train_writes_a_complete_run(tiny_data, tmp_path):
-    from talkface.checkpoint import load_checkpoint
     from talkface.model import tiny_encoder_config
+    from talkface.model.checkpoint import load_checkpoint
     from talkface.train import train
 
     config = TrainConfig(epochs=3, lr=3e-4, band=2, batch_size=2, encoder="tiny")

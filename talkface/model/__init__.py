@@ -1,6 +1,7 @@
-"""FaceFormer, faithfully: wav2vec 2.0 encoder + autoregressive transformer decoder (imports torch).
+"""The model: FaceFormer (wav2vec 2.0 encoder + autoregressive decoder), its checkpoints and FaceFormer import.
 
-Only imported lazily by the CLI; see ``talkface.model.talkface`` for the forward pass.
+Imports torch; the CLI imports it only inside the commands that run it. See ``talkface.model.talkface``
+for the forward pass.
 """
 
 from talkface.model.audio_encoder import (
@@ -9,6 +10,14 @@ from talkface.model.audio_encoder import (
     tiny_encoder_config,
     wav2vec2_base_config,
 )
+from talkface.model.checkpoint import (
+    load_checkpoint,
+    read_checkpoint_meta,
+    resolve_checkpoint,
+    save_checkpoint,
+    sniff_format,
+)
+from talkface.model.faceformer_import import convert_faceformer_state, import_faceformer, load_faceformer_state
 from talkface.model.masks import alibi_slopes, alignment_mask, biased_causal_mask
 from talkface.model.positional import PeriodicPositionalEncoding, periodic_encoding, sinusoid_table
 from talkface.model.talkface import ModelOutput, TalkFaceModel
@@ -26,4 +35,12 @@ __all__ = [
     "PeriodicPositionalEncoding",
     "periodic_encoding",
     "sinusoid_table",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_meta",
+    "resolve_checkpoint",
+    "sniff_format",
+    "import_faceformer",
+    "convert_faceformer_state",
+    "load_faceformer_state",
 ]

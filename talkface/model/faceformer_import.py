@@ -207,8 +207,8 @@ def import_faceformer(pth_path: str | os.PathLike[str], *, preset: str, speakers
     Raises:
         CheckpointError: unreadable or mismatching FaceFormer file. OutputError: destination exists.
     """
-    from talkface.checkpoint import save_checkpoint
     from talkface.io.fileio import check_output_path
+    from talkface.model.checkpoint import save_checkpoint
     from talkface.presets import get_preset
 
     get_preset(preset)  # an unknown --preset fails before the file is read
