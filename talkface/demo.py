@@ -97,9 +97,9 @@ def run_demo(
     from talkface.io.audio import write_wav
     from talkface.model import tiny_encoder_config
     from talkface.render import RenderConfig, render_video
-    from talkface.runs import load_run_assets
     from talkface.synthetic import lip_opening, load_head_asset, write_synthetic_vocaset
     from talkface.train import train
+    from talkface.train.runs import load_run_assets
 
     stage = on_progress or (lambda *a, **k: None)
     out = Path(out_dir)

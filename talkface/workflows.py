@@ -109,8 +109,8 @@ def animate_files(
     from talkface.inference import animate, choose_template, make_animation, parse_style
     from talkface.io.audio import load_audio
     from talkface.model.checkpoint import load_checkpoint
-    from talkface.runs import load_run_assets
     from talkface.runtime import resolve_device
+    from talkface.train.runs import load_run_assets
 
     if f".{fmt.lstrip('.').lower()}" not in ANIMATION_SUFFIXES:
         raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(x[1:] for x in ANIMATION_SUFFIXES)}")

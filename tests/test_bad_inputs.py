@@ -122,9 +122,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     from talkface.io.animation import Animation, save_animation
     from talkface.model import TalkFaceModel, tiny_encoder_config
     from talkface.model.checkpoint import save_checkpoint
-    from talkface.runs import copy_run_assets
     from talkface.synthetic import write_synthetic_vocaset
     from talkface.train import build_model_config
+    from talkface.train.runs import copy_run_assets
 
     root = tmp_path_factory.mktemp("bad_inputs")
     write_synthetic_vocaset(root / "raw", num_speakers=2, num_sentences=3, use_espeak=False)

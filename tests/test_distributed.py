@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import train_job
 
-from talkface.distributed import DistContext, check_batch_size, shard_batch
 from talkface.errors import ConfigError
+from talkface.train.distributed import DistContext, check_batch_size, shard_batch
 
 JOB = Path(__file__).with_name("train_job.py")
 

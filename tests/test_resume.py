@@ -88,7 +88,7 @@ def spawn(data: Path, run: Path, options: dict) -> subprocess.Popen:
 
 def kill_when(proc: subprocess.Popen, run: Path, global_step: int, timeout: float = 300) -> None:
     """SIGKILL ``proc`` as soon as its saved state has reached ``global_step`` optimizer steps."""
-    from talkface.train_state import read_position
+    from talkface.train.state import read_position
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -106,7 +106,7 @@ def kill_when(proc: subprocess.Popen, run: Path, global_step: int, timeout: floa
 
 
 def test_sigkill_then_resume_is_bit_identical(data, reference, tmp_path):
-    from talkface.train_state import read_position
+    from talkface.train.state import read_position
 
     run = tmp_path / "run"
     kill_when(spawn(data, run, {"state_every_steps": 1}), run, global_step=5)
@@ -123,7 +123,7 @@ def test_sigkill_then_resume_is_bit_identical(data, reference, tmp_path):
 
 
 def test_ctrl_c_saves_state_and_resume_is_bit_identical(data, reference, tmp_path):
-    from talkface.train_state import read_position
+    from talkface.train.state import read_position
 
     run = tmp_path / "run"
 

@@ -88,7 +88,7 @@ def test_amp_two_steps_on_cuda(tmp_path):
     import torch
 
     from talkface.train import train
-    from talkface.train_state import load_state
+    from talkface.train.state import load_state
 
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")

@@ -1,7 +1,5 @@
-"""Training: FaceFormer with the Soft-DTW loss (or MSE), validation by autoregressive generation,
-atomic best/last checkpoints, a metrics log, exact resume (``talkface.train_state``), Ctrl-C safety,
-AMP on CUDA, TensorBoard when installed and DDP under torchrun (``talkface.distributed``).
-The model computes predictions; losses are composed here.
+"""What the training entry point and its loop share: the result type, run-folder and model-config
+checks, seeding, the sequence loss, validation by generation, and the loss plot.
 """
 
 from __future__ import annotations
@@ -16,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from talkface.config import ModelConfig, TrainConfig
-from talkface.errors import ConfigError, DatasetError, OutputError
-from talkface.runtime import resolve_device
+from talkface.errors import OutputError
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -162,83 +159,3 @@ def write_loss_plot(path: Path, history: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
-
-
-def train(
-    data_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    config: TrainConfig,
-    *,
-    preset: str | None = None,
-    model_overrides: dict[str, Any] | None = None,
-    encoder_config: dict[str, Any] | None = None,
-    device: str = "auto",
-    overwrite: bool = False,
-    resume: bool = False,
-    state_every_steps: int | None = None,
-    on_progress: ProgressFn | None = None,
-) -> TrainResult:
-    """Train a model on a prepared dataset and write a run folder (see ``talkface.runs``).
-
-    The resumable state ``RUN/state.pt`` is written at every epoch end, every ``state_every_steps``
-    optimizer steps, and on Ctrl-C; ``resume=True`` continues from it and ends with the same weights,
-    bit for bit on CPU, as a run that was never stopped. Under ``torchrun`` (``WORLD_SIZE > 1``) the
-    model is wrapped in DistributedDataParallel and ``config.batch_size`` is the global batch.
-
-    Args:
-        data_dir: output of ``talkface prepare``.
-        out_dir: run folder (refused when not empty unless ``overwrite`` or ``resume``).
-        config: the training recipe. On resume it must equal the run's, except ``epochs`` (may be raised).
-        preset: ``vocaset``/``biwi`` model numbers; default: D 64, period = fps.
-        model_overrides: ModelConfig fields to override (e.g. ``feature_dim``).
-        encoder_config: a ``Wav2Vec2Config`` dict for a random-init encoder (tests, demo); when None
-            the pretrained encoder ``config.encoder`` is loaded once, here (on resume: neither, the
-            saved state holds the encoder's config and weights).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``.
-        overwrite: write into a non-empty run folder.
-        resume: continue the run in ``out_dir`` from its saved state.
-        state_every_steps: also save the state every this many optimizer steps (default: epoch ends
-            and interruptions only).
-        on_progress: called (on rank 0 only) with events ``start`` (epochs, steps_per_epoch, device,
-            start_epoch, start_step, num_train_clips, tensorboard, world_size), ``step`` (epoch, step,
-            loss, clips), ``validate`` (epoch) and ``epoch`` (the epoch's record).
-
-    Returns:
-        A ``TrainResult``; after a resume its history includes the epochs run before.
-
-    Raises:
-        DatasetError: no training clips, or a dataset whose train split differs from the resumed run's.
-        ConfigError: bad options, resume with different settings, resume with overwrite, --amp on CPU.
-        CheckpointError: resume without a (readable) state in the run folder.
-        OutputError: a non-empty run folder without ``overwrite``/``resume``.
-        EncoderError: encoder unavailable.
-        InterruptedRun: Ctrl-C; the state was saved and the message gives the resume command.
-    """
-    from talkface import distributed
-    from talkface.data import load_prepared
-
-    if resume and overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other: --resume continues the run in --out, "
-                          "--overwrite starts a new one there; pass one of them")
-    if state_every_steps is not None and (not isinstance(state_every_steps, int) or state_every_steps <= 0):
-        raise ConfigError(f"state_every_steps must be a positive integer or None, got {state_every_steps!r}")
-    dataset = load_prepared(data_dir)
-    train_clips, val_clips = dataset.split("train"), dataset.split("val")
-    if not train_clips:
-        raise DatasetError(f"{data_dir}: the train split is empty; check the split file used by `talkface prepare`")
-    device = resolve_device(device)
-    if config.amp and not device.startswith("cuda"):
-        raise ConfigError(f"--amp needs CUDA (autocast to bfloat16/float16 on the GPU); the device is {device}; "
-                          "drop --amp or train with --device cuda")
-    ctx = distributed.init_distributed(device)
-    try:
-        distributed.check_batch_size(config.batch_size, ctx)
-        from talkface.train_loop import TrainLoop
-
-        loop = TrainLoop.create(data_dir, out_dir, config, dataset, train_clips, val_clips, ctx=ctx, preset=preset,
-                            model_overrides=model_overrides, encoder_config=encoder_config, overwrite=overwrite,
-                            resume=resume, state_every_steps=state_every_steps,
-                            emit=on_progress if (on_progress and ctx.is_main) else (lambda event: None))
-        return loop.run()
-    finally:
-        distributed.shutdown(ctx)

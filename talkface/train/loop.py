@@ -1,5 +1,5 @@
 """The training loop behind ``talkface.train.train``: one session over the epochs, with the position
-bookkeeping that makes its state resumable (see ``talkface.train_state``), validation and the epoch's
+bookkeeping that makes its state resumable (see ``talkface.train.state``), validation and the epoch's
 files on rank 0, AMP and TensorBoard.
 """
 
@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from talkface.config import ModelConfig, TrainConfig, to_dict
-from talkface.distributed import DistContext
 from talkface.errors import CheckpointError, DatasetError, InterruptedRun
-from talkface.train import (
+from talkface.train.common import (
     ProgressFn,
     TrainResult,
     build_model_config,
@@ -29,7 +28,8 @@ from talkface.train import (
     sequence_loss,
     write_loss_plot,
 )
-from talkface.train_state import STATE_FILE, Position
+from talkface.train.distributed import DistContext
+from talkface.train.state import STATE_FILE, Position
 
 
 @dataclass
@@ -66,7 +66,7 @@ class TrainLoop:
 
         from talkface import distributed
         from talkface.model import TalkFaceModel, load_pretrained_encoder_config
-        from talkface.train_state import capture_rng, check_resumable, load_state, restore_rng
+        from talkface.train.state import capture_rng, check_resumable, load_state, restore_rng
 
         run = Path(out_dir)
         state = load_state(run) if resume else None
@@ -116,7 +116,7 @@ class TrainLoop:
     # -- files ------------------------------------------------------------------------------------
     def _write_run_files(self, *, fresh: bool, model_config: ModelConfig, preset: str | None) -> None:
         from talkface.io.fileio import write_text_atomic
-        from talkface.runs import copy_run_assets, load_run_assets
+        from talkface.train.runs import copy_run_assets, load_run_assets
 
         run = self.run_dir
         run.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ class TrainLoop:
         return -(-len(self.train_clips) // self.config.batch_size)
 
     def _save_state(self) -> None:
-        from talkface.train_state import save_state
+        from talkface.train.state import save_state
 
         save_state(self.run_dir, model=self.model, optimizer=self.optimizer, scaler=self.scaler, position=self.pos,
                    best=self.best, history=self.history, train_clips=[c.name for c in self.train_clips],
@@ -176,7 +176,7 @@ class TrainLoop:
                            num_train_clips=len(self.train_clips), num_val_clips=len(self.val_clips))
 
     def _epoch(self) -> None:
-        from talkface.train_state import capture_rng, deferred_interrupt
+        from talkface.train.state import capture_rng, deferred_interrupt
 
         epoch, size = self.pos.epoch, self.config.batch_size
         if self.pos.order is None:
@@ -209,7 +209,7 @@ class TrainLoop:
             if self.ctx.is_main:
                 record.update(evaluate_clips(self.model, self.dataset, self.val_clips, self.config, self.lips,
                                              self.ctx.device))
-            from talkface.distributed import barrier
+            from talkface.train.distributed import barrier
 
             barrier(self.ctx)  # the other ranks wait for rank 0's validation
         record["seconds"] = time.perf_counter() - t0
@@ -228,7 +228,7 @@ class TrainLoop:
     def _forward_backward(self, infos: list[Any], *, sync: bool) -> float:
         """Loss and gradients of this rank's share of a global batch; returns the global batch's mean loss."""
         from talkface.data import pad_batch
-        from talkface.distributed import shard_batch, sum_across
+        from talkface.train.distributed import shard_batch, sum_across
 
         device, ctx = self.ctx.device, self.ctx
         mine, weight = shard_batch(infos, ctx.rank, ctx.world_size)
