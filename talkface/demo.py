@@ -92,7 +92,7 @@ def run_demo(
     from talkface import metrics
     from talkface.config import TrainConfig
     from talkface.data import load_prepared, prepare_vocaset
-    from talkface.inference import animate, parse_style
+    from talkface.inference.generate import animate, parse_style
     from talkface.io.animation import Animation, save_animation
     from talkface.io.audio import write_wav
     from talkface.model import tiny_encoder_config

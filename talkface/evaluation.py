@@ -212,7 +212,7 @@ def per_style_lve(rows: list[dict[str, Any]], lip_frames: dict[str, dict[str, np
 
 
 def _generate_all(model: Any, clip: Any, device: str) -> list[tuple[str, np.ndarray]]:
-    from talkface.inference import animate, evaluation_styles
+    from talkface.inference.generate import animate, evaluation_styles
 
     styles = evaluation_styles(clip.speaker, model.config.speakers)
     return [(s.label, animate(model, clip.audio, clip.template, s, device=device)) for s in styles]

@@ -106,7 +106,7 @@ def animate_files(
     Errors of one input are recorded and the others still run; errors that concern all inputs
     (checkpoint, style) raise.
     """
-    from talkface.inference import animate, choose_template, make_animation, parse_style
+    from talkface.inference.generate import animate, choose_template, make_animation, parse_style
     from talkface.io.audio import load_audio
     from talkface.model.checkpoint import load_checkpoint
     from talkface.runtime import resolve_device
