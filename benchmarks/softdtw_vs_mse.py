@@ -213,8 +213,8 @@ def evaluate_run(run_dir: Path, data: Path, device: str) -> dict[str, Any]:
         "clips": {clip name: {"style": label, "opening": [...]} for the first style}}``; LVE, FDD in
         m², MVE in m, shift in ms (absolute), corr the lip-opening Pearson correlation.
     """
-    from talkface import metrics
     from talkface.data import load_prepared
+    from talkface.evaluate import metrics
     from talkface.inference import animate, evaluation_styles
     from talkface.model.checkpoint import load_checkpoint
 
@@ -454,8 +454,8 @@ def plot_gamma(sweep: dict[float, dict[str, Any]], path: Path) -> str:
 
 def plot_alignment(setup: Setup, result: dict[str, Any], work: Path, path: Path) -> str | None:
     """Expected soft-DTW alignment of the mse and softdtw models' predictions vs GT on one seen test clip."""
-    from talkface import metrics
     from talkface.data import load_prepared
+    from talkface.evaluate import metrics
     from talkface.inference import animate, evaluation_styles
     from talkface.model.checkpoint import load_checkpoint
 

@@ -514,7 +514,7 @@ def evaluate(
     device: DeviceOpt = "auto",
 ) -> None:
     """Score predictions: LVE (m², ×1e-5), LVE (mm, sqrt), FDD and MVE; mean over styles and best style."""
-    from talkface import evaluation as ev
+    from talkface.evaluate import evaluation as ev
 
     if (checkpoint is None) == (pred is None):
         raise typer.BadParameter("give exactly one of --checkpoint or --pred", param_hint="--checkpoint/--pred")

@@ -89,9 +89,9 @@ def run_demo(
     """
     import numpy as np
 
-    from talkface import metrics
     from talkface.config import TrainConfig
     from talkface.data import load_prepared, prepare_vocaset
+    from talkface.evaluate import metrics
     from talkface.inference.generate import animate, parse_style
     from talkface.io.animation import Animation, save_animation
     from talkface.io.audio import write_wav

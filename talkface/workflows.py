@@ -1,5 +1,5 @@
 """Multi-step operations behind the CLI commands (no printing): animate many files, load animations
-for rendering. Each returns values the CLI reports. Evaluation lives in ``talkface.evaluation``
+for rendering. Each returns values the CLI reports. Evaluation lives in ``talkface.evaluate.evaluation``
 (``evaluate`` is re-exported here)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from talkface.errors import ConfigError, TalkfaceError, TemplateError
-from talkface.evaluation import evaluate
+from talkface.evaluate.evaluation import evaluate
 
 __all__ = ["AnimateResult", "animate_files", "evaluate", "expand_audio_inputs", "load_animation_for_render",
            "output_path", "render_animation", "write_animation_file"]

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from talkface.data.prepared import ClipData, DatasetMeta, SourceClip, write_prepared
 from talkface.data.splits import assign_split, sentence_number, splits_from_dict
 from talkface.errors import DatasetError
-from talkface.evaluation import evaluate
-from talkface.regions import load_regions, upper_face
+from talkface.evaluate.evaluation import evaluate
+from talkface.evaluate.regions import load_regions, upper_face
 
 FLAME = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "flame"
 V = 8

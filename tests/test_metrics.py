@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkface import metrics
+from talkface.evaluate import metrics
 
 FLAME = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "flame"
 

@@ -109,7 +109,7 @@ def evaluate_clips(model: Any, dataset: Any, clips: list[Any], config: TrainConf
     """
     import torch
 
-    from talkface import metrics
+    from talkface.evaluate import metrics
     from talkface.inference.generate import evaluation_styles
 
     speakers = list(model.config.speakers)

@@ -64,8 +64,8 @@ class TrainLoop:
                emit: ProgressFn) -> TrainLoop:
         import torch
 
-        from talkface import distributed
         from talkface.model import TalkFaceModel, load_pretrained_encoder_config
+        from talkface.train import distributed
         from talkface.train.state import capture_rng, check_resumable, load_state, restore_rng
 
         run = Path(out_dir)

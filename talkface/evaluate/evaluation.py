@@ -1,4 +1,4 @@
-"""``talkface evaluate``: score a split the way the papers do (conventions in ``talkface.metrics``).
+"""``talkface evaluate``: score a split the way the papers do (conventions in ``talkface.evaluate.metrics``).
 
 Predictions: generated from a checkpoint (FaceFormer's protocol: a training speaker under its own
 style, an unseen speaker under every training style) or read from a folder (``<clip>.npy|.npz``, or
@@ -69,7 +69,7 @@ def resolve_regions(dataset: Any, masks: Path | None) -> tuple[np.ndarray, np.nd
     Raises:
         DatasetError: no lip region, or indices outside the mesh.
     """
-    from talkface.regions import check_regions, lip_region, load_regions, upper_face
+    from talkface.evaluate.regions import check_regions, lip_region, load_regions, upper_face
 
     if masks is not None:
         regions, source = load_regions(masks, dataset.num_vertices), str(masks)
@@ -101,15 +101,15 @@ def evaluate(
         split: "train", "val" or "test".
         checkpoint: generate predictions with this model, or
         pred: read them from this folder.
-        masks: region file overriding the dataset's regions (``talkface.regions.load_regions``).
+        masks: region file overriding the dataset's regions (``talkface.evaluate.regions.load_regions``).
         device: torch device for ``checkpoint``.
         on_progress: called with (done, total, clip name) after each clip.
 
     Raises:
         DatasetError: empty split or no lip region; ConfigError: missing predictions.
     """
-    from talkface import metrics
     from talkface.data import load_prepared
+    from talkface.evaluate import metrics
     from talkface.io.animation import load_animation
 
     dataset = load_prepared(data)
