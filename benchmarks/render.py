@@ -5,7 +5,7 @@ Both pipelines turn the same clip -- the FLAME template with a 2 Hz jaw motion a
 
 - **talkface**: ``render_video`` (one OffscreenRenderer for the clip, frames streamed into one ffmpeg
   process that encodes H.264 and muxes the AAC audio), once per ``--shadings`` (``fast``: the per-vertex
-  shader of ``talkface.render_gl``, the default; ``pbr``: pyrender's own shader) and ``--presets`` (x264).
+  shader of ``talkface.render.gl``, the default; ``pbr``: pyrender's own shader) and ``--presets`` (x264).
 - **FaceFormer-style** (written from the facts in REFERENCE.md §6, not copied): per frame a new
   ``trimesh.Trimesh`` -> ``Mesh.from_trimesh(smooth=True)``, a new Scene with the camera and five
   directional lights, and a **new OffscreenRenderer**; frames go to an MPEG-4 part 2 file (cv2's ``mp4v``
@@ -87,7 +87,7 @@ def run_faceformer_style(clip: Path, wav: Path, out: Path, size: int) -> None:
     import trimesh
 
     from talkface.io.animation import load_animation
-    from talkface.video import ffmpeg_exe
+    from talkface.render.video import ffmpeg_exe
 
     animation = load_animation(clip)
     focal = 4754.97941935 / 2 * size / 800
@@ -166,7 +166,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def one_run(pipeline: str, platform: str, size: int, clip: Path, wav: Path, folder: Path) -> dict[str, object]:
     """One fresh-interpreter run; ``pipeline`` is ``faceformer`` or ``talkface:SHADING/PRESET``."""
-    from talkface.video import probe_mp4
+    from talkface.render.video import probe_mp4
 
     worker, _, variant = pipeline.partition(":")
     out = folder / f"{worker}-{variant.replace('/', '-')}-{platform}-{size}.mp4"

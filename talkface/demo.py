@@ -96,7 +96,7 @@ def run_demo(
     from talkface.io.animation import Animation, save_animation
     from talkface.io.audio import write_wav
     from talkface.model import tiny_encoder_config
-    from talkface.render import RenderConfig, render_video
+    from talkface.render.offscreen import RenderConfig, render_video
     from talkface.synthetic import lip_opening, load_head_asset, write_synthetic_vocaset
     from talkface.train import train
     from talkface.train.runs import load_run_assets

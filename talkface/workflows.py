@@ -143,7 +143,7 @@ def animate_files(
 
 def render_animation(animation: Any, out: Path, audio: Path | None, overwrite: bool, **config: Any) -> Path:
     """Render with the default (VOCA-like) camera to ``out`` (.mp4) with ``audio`` muxed in."""
-    from talkface.render import RenderConfig, render_video
+    from talkface.render.offscreen import RenderConfig, render_video
 
     if animation.faces is None:
         raise TemplateError("the animation has no faces to render; pass --template with the mesh topology")

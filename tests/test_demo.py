@@ -10,7 +10,7 @@ from talkface.demo import run_demo
 
 
 def _check_video(result):
-    from talkface.video import probe_mp4
+    from talkface.render.video import probe_mp4
 
     info = probe_mp4(result.video)
     assert info.video_codec == "h264" and info.audio_codec == "aac"

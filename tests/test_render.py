@@ -16,10 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from talkface import render, render_gl
 from talkface.errors import AudioError, ConfigError, OutputError, RenderError, TemplateError
 from talkface.io.animation import Animation
-from talkface.overlay import colormap_lut, error_colors
 from talkface.render import (
     RenderConfig,
     choose_platform,
@@ -27,7 +25,10 @@ from talkface.render import (
     render_frames,
     render_video,
 )
-from talkface.render_gl import VertexNormals, vertex_normals
+from talkface.render import gl as render_gl
+from talkface.render import offscreen as render
+from talkface.render.gl import VertexNormals, vertex_normals
+from talkface.render.overlay import colormap_lut, error_colors
 
 FLAME = Path("/work/shared/fixtures/flame")
 SIZE = 192
@@ -156,7 +157,7 @@ def test_error_colors_clip_to_the_lut_ends() -> None:
 
 def test_importing_loads_no_gl_and_sets_nothing() -> None:
     code = (
-        "import os, sys, talkface.render, talkface.video\n"
+        "import os, sys, talkface.render, talkface.render.video\n"
         "heavy = [m for m in ('pyrender', 'OpenGL', 'imageio_ffmpeg', 'matplotlib', 'PIL') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "assert 'PYOPENGL_PLATFORM' not in os.environ\n"
@@ -406,7 +407,7 @@ def test_colour_only_readback_is_bit_identical(gl: str, flame, msaa: bool) -> No
 
 @pytest.mark.render
 def test_render_video_has_every_frame_and_the_sound(gl: str, flame, tmp_path: Path) -> None:
-    from talkface.video import probe_mp4
+    from talkface.render.video import probe_mp4
 
     vertices, faces, lower = flame
     num, fps = 24, 25.0
@@ -432,7 +433,7 @@ def test_render_video_has_every_frame_and_the_sound(gl: str, flame, tmp_path: Pa
 
 @pytest.mark.render
 def test_side_by_side_with_error_map(gl: str, flame, tmp_path: Path) -> None:
-    from talkface.video import probe_mp4
+    from talkface.render.video import probe_mp4
 
     vertices, faces, lower = flame
     truth = np.stack([vertices] * 5)  # one frame longer: the common 4 frames are rendered

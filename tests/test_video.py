@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from talkface.errors import AudioError, ConfigError, RenderError
-from talkface.video import ffmpeg_exe, probe_mp4, write_mp4
+from talkface.render.video import ffmpeg_exe, probe_mp4, write_mp4
 
 pytest.importorskip("imageio_ffmpeg", reason="imageio-ffmpeg (the render extra) is not installed")
 

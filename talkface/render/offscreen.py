@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from talkface import render_gl
 from talkface.errors import AudioError, ConfigError, RenderError, TemplateError
-from talkface.overlay import blend, bounding_box, colormap_lut, error_colors, make_overlay
+from talkface.render import gl as render_gl
+from talkface.render.overlay import blend, bounding_box, colormap_lut, error_colors, make_overlay
 
 if TYPE_CHECKING:
     from talkface.io.animation import Animation
@@ -389,7 +389,7 @@ def render_video(
         RenderError: no GL platform, an empty frame, or ffmpeg failed.
     """
     from talkface.io.fileio import check_output_path
-    from talkface.video import write_mp4
+    from talkface.render.video import write_mp4
 
     dest = check_output_path(out, overwrite=overwrite)
     audio_path = Path(audio) if audio is not None else None
