@@ -14,6 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from talkface.config import TrainConfig
+from talkface.data import load_prepared, prepare_vocaset
+from talkface.errors import DatasetError
+from talkface.evaluate import metrics
+from talkface.inference.generate import animate, parse_style
+from talkface.io.animation import Animation, save_animation
+from talkface.io.audio import write_wav
+from talkface.model import tiny_encoder_config
+from talkface.model.checkpoint import load_checkpoint
+from talkface.render.offscreen import RenderConfig, render_video
+from talkface.synthetic import lip_opening, load_head_asset, write_synthetic_vocaset
+from talkface.train import train
+from talkface.train.runs import load_run_assets
+
 DEMO_EPOCHS = 80
 DEMO_LR = 3e-4  # the paper's 1e-4 is for 100 epochs on VOCASET; the demo has minutes
 DEMO_BATCH = 8  # autoregressive decoding costs per step, not per clip: batches amortise it
@@ -59,8 +73,6 @@ def pick_heldout_clip(dataset: Any, speakers: tuple[str, ...]) -> Any:
     """The first test clip of a training speaker (its style is known), else the first test clip."""
     test = dataset.split("test")
     if not test:
-        from talkface.errors import DatasetError
-
         raise DatasetError("the demo corpus has no test clip; check its splits.toml")
     return next((c for c in test if c.speaker in speakers), test[0])
 
@@ -88,18 +100,6 @@ def run_demo(
         and the ground-truth animation of the held-out clip.
     """
     import numpy as np
-
-    from talkface.config import TrainConfig
-    from talkface.data import load_prepared, prepare_vocaset
-    from talkface.evaluate import metrics
-    from talkface.inference.generate import animate, parse_style
-    from talkface.io.animation import Animation, save_animation
-    from talkface.io.audio import write_wav
-    from talkface.model import tiny_encoder_config
-    from talkface.render.offscreen import RenderConfig, render_video
-    from talkface.synthetic import lip_opening, load_head_asset, write_synthetic_vocaset
-    from talkface.train import train
-    from talkface.train.runs import load_run_assets
 
     stage = on_progress or (lambda *a, **k: None)
     out = Path(out_dir)
@@ -135,8 +135,6 @@ def run_demo(
 
     t = time.perf_counter()
     stage("animate held-out sentence")
-    from talkface.model.checkpoint import load_checkpoint
-
     model, _ = load_checkpoint(out / "run", device="cpu")
     dataset = load_prepared(out / "data")
     info = pick_heldout_clip(dataset, model.config.speakers)

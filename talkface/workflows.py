@@ -12,6 +12,16 @@ import numpy as np
 
 from talkface.errors import ConfigError, TalkfaceError, TemplateError
 from talkface.evaluate.evaluation import evaluate
+from talkface.inference.generate import animate, choose_template, make_animation, parse_style
+from talkface.io.animation import load_animation, save_animation
+from talkface.io.audio import load_audio
+from talkface.io.fileio import atomic_path, check_output_path
+from talkface.io.gltf import write_gltf
+from talkface.io.mesh import load_mesh, save_obj_sequence
+from talkface.model.checkpoint import load_checkpoint
+from talkface.render.offscreen import RenderConfig, render_video
+from talkface.runtime import resolve_device
+from talkface.train.runs import load_run_assets
 
 __all__ = ["AnimateResult", "animate_files", "evaluate", "expand_audio_inputs", "load_animation_for_render",
            "output_path", "render_animation", "write_animation_file"]
@@ -59,10 +69,6 @@ def output_path(out: Path, audio: Path, label: str | None, single: bool, fmt: st
 def write_animation_file(path: Path, animation: Any, *, overwrite: bool, base: np.ndarray | None = None) -> Path:
     """Write by suffix: ``.npz`` (talkface), ``.npy`` (FaceFormer (T, V*3)), ``.obj`` (a folder of frames),
     ``.glb`` / ``.gltf`` (morph-target animation, see ``talkface.io.gltf``; ``base`` = the neutral template)."""
-    from talkface.io.animation import save_animation
-    from talkface.io.fileio import atomic_path, check_output_path
-    from talkface.io.mesh import save_obj_sequence
-
     suffix = path.suffix.lower()
     if suffix not in ANIMATION_SUFFIXES:
         raise ConfigError(f"{path}: unknown output format {suffix!r}; use {', '.join(ANIMATION_SUFFIXES)}")
@@ -74,8 +80,6 @@ def write_animation_file(path: Path, animation: Any, *, overwrite: bool, base: n
         return folder
     check_output_path(path, overwrite=overwrite)
     if suffix in (".glb", ".gltf"):
-        from talkface.io.gltf import write_gltf
-
         return write_gltf(path, animation, base=base)
     if suffix == ".npy":
         with atomic_path(path) as tmp:
@@ -106,12 +110,6 @@ def animate_files(
     Errors of one input are recorded and the others still run; errors that concern all inputs
     (checkpoint, style) raise.
     """
-    from talkface.inference.generate import animate, choose_template, make_animation, parse_style
-    from talkface.io.audio import load_audio
-    from talkface.model.checkpoint import load_checkpoint
-    from talkface.runtime import resolve_device
-    from talkface.train.runs import load_run_assets
-
     if f".{fmt.lstrip('.').lower()}" not in ANIMATION_SUFFIXES:
         raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(x[1:] for x in ANIMATION_SUFFIXES)}")
     device = resolve_device(device)
@@ -143,8 +141,6 @@ def animate_files(
 
 def render_animation(animation: Any, out: Path, audio: Path | None, overwrite: bool, **config: Any) -> Path:
     """Render with the default (VOCA-like) camera to ``out`` (.mp4) with ``audio`` muxed in."""
-    from talkface.render.offscreen import RenderConfig, render_video
-
     if animation.faces is None:
         raise TemplateError("the animation has no faces to render; pass --template with the mesh topology")
     return render_video(animation, out, audio=audio, config=RenderConfig(**config), overwrite=overwrite)
@@ -153,9 +149,6 @@ def render_animation(animation: Any, out: Path, audio: Path | None, overwrite: b
 def load_animation_for_render(path: Path, *, template: Path | None, fps: float | None) -> Any:
     """Read an animation and make sure it has faces (from the file or ``template``)."""
     from dataclasses import replace
-
-    from talkface.io.animation import load_animation
-    from talkface.io.mesh import load_mesh
 
     anim = load_animation(path, fps=fps)
     if template is not None:

@@ -32,7 +32,8 @@ from talkface.data.prepared import (
 )
 from talkface.data.splits import Splits, assign_split, resolve_splits, sentence_number, voca_splits
 from talkface.data.vocaset import convert_audio
-from talkface.errors import DatasetError
+from talkface.errors import AudioError, DatasetError
+from talkface.io.audio import check_audio_file
 
 
 def split_clip_name(stem: str) -> tuple[str, str] | None:
@@ -48,9 +49,6 @@ def read_wav(path: Path) -> np.ndarray:
         DatasetError: unreadable or empty file.
     """
     import soundfile as sf
-
-    from talkface.errors import AudioError
-    from talkface.io.audio import check_audio_file
 
     try:
         check_audio_file(path)  # names text files and cut-off WAVs, which libsndfile reads as shorter audio

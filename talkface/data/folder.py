@@ -40,6 +40,7 @@ from talkface.data.prepared import (
 )
 from talkface.data.splits import SplitRule, Splits, assign_split, resolve_splits, sentence_number
 from talkface.errors import DatasetError, TemplateError
+from talkface.io.mesh import load_mesh
 
 MESH_SUFFIXES = (".obj", ".ply")
 TEMPLATE_SUFFIXES = (".obj", ".ply", ".npz", ".npy")
@@ -80,8 +81,6 @@ def read_frame_vertices(path: Path) -> np.ndarray:
         except (OSError, ValueError) as e:
             raise DatasetError(f"{path}: cannot read OBJ vertices ({e})") from e
     else:
-        from talkface.io.mesh import load_mesh
-
         try:
             vertices = load_mesh(path).vertices
         except TemplateError as e:
@@ -110,8 +109,6 @@ def read_mesh_frames(folder: Path, step: int) -> tuple[np.ndarray, int]:
 
 def load_folder_templates(folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """{speaker: (V, 3) float32} from ``folder/<speaker>.<ext>``, and the faces of the first mesh with faces."""
-    from talkface.io.mesh import load_mesh
-
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no templates folder; put one neutral mesh per speaker there "
                            "(<speaker>.obj, .ply, .npz or .npy)")

@@ -46,9 +46,10 @@ import numpy as np
 
 from talkface._version import __version__
 from talkface.data.splits import Splits, count_by_split
-from talkface.errors import DatasetError, OutputError
+from talkface.errors import DatasetError, OutputError, TemplateError
 from talkface.io.audio import SAMPLE_RATE
 from talkface.io.fileio import atomic_path, write_text_atomic
+from talkface.io.mesh import load_mesh
 
 DATASET_FORMAT = "talkface-dataset"
 DATASET_VERSION = 1
@@ -227,9 +228,6 @@ def load_faces(path: str | os.PathLike[str], num_vertices: int) -> np.ndarray:
     Raises:
         DatasetError: unreadable mesh, another vertex count, no faces, or indices outside 0..V-1.
     """
-    from talkface.errors import TemplateError
-    from talkface.io.mesh import load_mesh
-
     try:
         mesh = load_mesh(path)
     except TemplateError as e:

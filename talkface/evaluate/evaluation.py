@@ -26,7 +26,16 @@ from typing import Any
 
 import numpy as np
 
+from talkface.data import load_prepared
 from talkface.errors import ConfigError, DatasetError
+from talkface.evaluate import metrics
+from talkface.evaluate.regions import check_regions, lip_region, load_regions, upper_face
+from talkface.inference.generate import animate, evaluation_styles
+from talkface.io.animation import load_animation
+from talkface.io.audio import SAMPLE_RATE
+from talkface.io.fileio import atomic_path, write_text_atomic
+from talkface.model.checkpoint import load_checkpoint
+from talkface.runtime import resolve_device
 
 CSV_COLUMNS = ("clip", "speaker", "style", "frames", "lve", "lve_mm", "fdd", "mve", "best_style")
 AGGREGATION = ("mean over styles: each style of a sequence weighs 1/S; frames pooled over sequences for "
@@ -69,8 +78,6 @@ def resolve_regions(dataset: Any, masks: Path | None) -> tuple[np.ndarray, np.nd
     Raises:
         DatasetError: no lip region, or indices outside the mesh.
     """
-    from talkface.evaluate.regions import check_regions, lip_region, load_regions, upper_face
-
     if masks is not None:
         regions, source = load_regions(masks, dataset.num_vertices), str(masks)
     else:
@@ -108,10 +115,6 @@ def evaluate(
     Raises:
         DatasetError: empty split or no lip region; ConfigError: missing predictions.
     """
-    from talkface.data import load_prepared
-    from talkface.evaluate import metrics
-    from talkface.io.animation import load_animation
-
     dataset = load_prepared(data)
     clips = dataset.split(split)
     if not clips:
@@ -120,9 +123,6 @@ def evaluate(
     lips, upper, source = resolve_regions(dataset, masks)
     model = None
     if checkpoint is not None:
-        from talkface.model.checkpoint import load_checkpoint
-        from talkface.runtime import resolve_device
-
         device = resolve_device(device)
         model, _ = load_checkpoint(checkpoint, device=device)
         model.eval()
@@ -212,8 +212,6 @@ def per_style_lve(rows: list[dict[str, Any]], lip_frames: dict[str, dict[str, np
 
 
 def _generate_all(model: Any, clip: Any, device: str) -> list[tuple[str, np.ndarray]]:
-    from talkface.inference.generate import animate, evaluation_styles
-
     styles = evaluation_styles(clip.speaker, model.config.speakers)
     return [(s.label, animate(model, clip.audio, clip.template, s, device=device)) for s in styles]
 
@@ -231,8 +229,6 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 def write_csv(path: str | os.PathLike[str], evaluation: Evaluation) -> Path:
     """Write the per-sequence rows as CSV, atomically."""
-    from talkface.io.fileio import write_text_atomic
-
     return write_text_atomic(path, csv_text(evaluation.rows))
 
 
@@ -249,10 +245,6 @@ def plot_lip_errors(path: str | os.PathLike[str], evaluation: Evaluation, data: 
         ConfigError: ``clip`` was not evaluated.
     """
     from matplotlib.figure import Figure
-
-    from talkface.data import load_prepared
-    from talkface.io.audio import SAMPLE_RATE
-    from talkface.io.fileio import atomic_path
 
     names = list(evaluation.lip_frames)
     name = clip or names[0]

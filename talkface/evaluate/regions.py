@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from talkface.data.pickles import load_pickle
 from talkface.errors import DatasetError
 
 LIP_NAMES = ("lips", "lve", "lip")
@@ -54,8 +55,6 @@ def _read_txt(path: Path) -> np.ndarray:
 
 
 def _read_pkl(path: Path) -> dict[str, np.ndarray]:
-    from talkface.data.pickles import load_pickle
-
     data = load_pickle(path)
     if isinstance(data, (list, tuple, np.ndarray)):
         return {"lips": _indices(data, "lips", path)}

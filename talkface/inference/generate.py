@@ -11,6 +11,7 @@ import numpy as np
 
 from talkface.errors import ConfigError, TemplateError
 from talkface.io.animation import Animation
+from talkface.io.mesh import check_vertices, load_mesh
 
 if TYPE_CHECKING:
     from talkface.model import TalkFaceModel
@@ -108,8 +109,6 @@ def choose_template(
     Raises:
         TemplateError: unknown subject (lists the known ones) or wrong vertex count.
     """
-    from talkface.io.mesh import check_vertices, load_mesh
-
     if template_file is not None:
         mesh = load_mesh(template_file, num_vertices=num_vertices)
         return Path(template_file).stem, mesh.vertices, mesh.faces

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from talkface.errors import TemplateError
+from talkface.io.fileio import atomic_path
 
 ANIMATION_FORMAT = "talkface-animation"
 ANIMATION_VERSION = 1
@@ -44,8 +45,6 @@ class Animation:
 
 def save_animation(path: str | os.PathLike[str], animation: Animation) -> Path:
     """Write ``animation`` to ``path`` (.npz) atomically."""
-    from talkface.io.fileio import atomic_path
-
     arrays: dict[str, Any] = {
         "vertices": np.asarray(animation.vertices, dtype=np.float32),
         "fps": np.float64(animation.fps),

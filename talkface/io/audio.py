@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from talkface.errors import AudioError
+from talkface.io.fileio import atomic_path
 
 SAMPLE_RATE = 16_000  # Hz, wav2vec 2.0's input rate
 FEATURE_HOP = 320  # samples per wav2vec 2.0 CNN frame (5*2*2*2*2*2*2)
@@ -190,8 +191,6 @@ def write_wav(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int 
         sample_rate: Hz.
     """
     import soundfile as sf
-
-    from talkface.io.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         sf.write(str(tmp), np.clip(np.asarray(audio, dtype=np.float32), -1, 1), sample_rate, subtype="PCM_16",

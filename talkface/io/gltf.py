@@ -38,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from talkface._version import __version__
 from talkface.errors import OutputError, TemplateError
+from talkface.io.fileio import atomic_path, write_bytes_atomic
 
 FLOAT, UINT32 = 5126, 5125  # glTF componentType codes
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
@@ -311,8 +313,6 @@ def build_gltf(animation: Any, *, base: np.ndarray | None = None, tolerance: flo
 
 
 def _generator() -> str:
-    from talkface._version import __version__
-
     return f"talkface {__version__}"
 
 
@@ -338,8 +338,6 @@ def write_gltf(path: str | os.PathLike[str], animation: Any, *, binary: bool | N
     Raises:
         OutputError: unknown suffix or unwritable path; TemplateError: bad vertices or faces.
     """
-    from talkface.io.fileio import atomic_path, write_bytes_atomic
-
     p = Path(path)
     suffix = p.suffix.lower()
     if binary is None:

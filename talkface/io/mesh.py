@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from talkface.errors import TemplateError
+from talkface.io.fileio import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,5 @@ def save_obj_sequence(folder: str | os.PathLike[str], vertices: np.ndarray, face
         vertices: (T, V, 3) float32.
         faces: (F, 3) int or None.
     """
-    from talkface.io.fileio import write_text_atomic
-
     out = Path(folder)
     return [write_text_atomic(out / f"frame_{t:06d}.obj", obj_text(v, faces)) for t, v in enumerate(vertices)]

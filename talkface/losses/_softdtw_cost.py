@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from talkface.losses._softdtw_cpu import run_split, sparse_grad_rows
+
 # Per centred block buffer on CPU: below glibc's largest recycled allocation (32 MB), so the buffers are
 # reused across calls instead of being mapped afresh page by page.
 _CPU_BLOCK_BYTES = 28 << 20
@@ -164,8 +166,6 @@ def _sparse_grad(
     w: torch.Tensor, other: torch.Tensor, own: torch.Tensor, own_lengths: list[int], other_lengths: list[int]
 ) -> torch.Tensor:
     """``_grad`` from the nonzeros of ``w`` only (CPU, numba), zero on padded rows."""
-    from talkface.losses._softdtw_cpu import run_split, sparse_grad_rows  # numba: imported on first use
-
     own, other = own.detach().contiguous(), other.detach().contiguous()
     out = torch.empty_like(own)
     lengths = (np.asarray(own_lengths, dtype=np.int64), np.asarray(other_lengths, dtype=np.int64))

@@ -31,6 +31,7 @@ from torch import nn
 
 from talkface.errors import ConfigError
 from talkface.losses import _softdtw_cost, _softdtw_wavefront
+from talkface.losses._softdtw_cpu import dp_backward_range, dp_forward_range, run_split
 
 COSTS = ("sqeuclidean", "euclidean")
 REDUCTIONS = ("none", "sum", "mean")
@@ -78,7 +79,6 @@ def _dp_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if cost.device.type != "cpu":
         return _softdtw_wavefront.dp_forward(cost, x_lengths, y_lengths, gamma, half_width)
-    from talkface.losses._softdtw_cpu import dp_forward_range, run_split  # numba: imported on first use
 
     weights = torch.empty(*cost.shape, 3, dtype=torch.float64)
     values = torch.empty(cost.shape[0], dtype=torch.float64)
@@ -93,7 +93,6 @@ def _dp_backward(
 ) -> torch.Tensor:
     if weights.device.type != "cpu":
         return _softdtw_wavefront.dp_backward(weights, x_lengths, y_lengths, scale, num_cols)
-    from talkface.losses._softdtw_cpu import dp_backward_range, run_split
 
     grad = torch.zeros(weights.shape[:3], dtype=torch.float64)
     args = (weights.numpy(), x_lengths.numpy(), y_lengths.numpy(), scale.numpy(), grad.numpy())

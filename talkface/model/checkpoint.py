@@ -13,14 +13,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from talkface._version import __version__
+from talkface.config import ModelConfig, from_dict, to_dict
 from talkface.errors import CheckpointError, ConfigError
 from talkface.io.fileio import atomic_path
-
-if TYPE_CHECKING:
-    from talkface.model import TalkFaceModel
+from talkface.model.talkface import TalkFaceModel
 
 FORMAT = "talkface"
 FORMAT_VERSION = 1
@@ -66,8 +65,6 @@ def save_checkpoint(path: str | os.PathLike[str], model: TalkFaceModel, *, extra
         The path written.
     """
     from safetensors.torch import save_file
-
-    from talkface.config import to_dict
 
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "talkface_version": __version__,
@@ -227,9 +224,6 @@ def load_checkpoint(path: str | os.PathLike[str], device: Any = "cpu") -> tuple[
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from talkface.config import ModelConfig, from_dict
-    from talkface.model import TalkFaceModel
 
     meta = read_checkpoint_meta(path)
     file = Path(meta["path"])

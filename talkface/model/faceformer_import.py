@@ -17,7 +17,14 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from talkface.config import ModelConfig
 from talkface.errors import CheckpointError, OutputError
+from talkface.io.fileio import check_output_path
+from talkface.model.audio_encoder import wav2vec2_base_config
+from talkface.model.checkpoint import save_checkpoint
+from talkface.model.positional import sinusoid_table
+from talkface.model.talkface import TalkFaceModel
+from talkface.presets import get_preset
 
 RENAMES = (  # checked in order: vertice_map_r before vertice_map
     ("audio_encoder.", "audio_encoder.wav2vec2."),
@@ -86,8 +93,6 @@ def _check_period(pe: Any, period: int, dim: int, path: Path) -> None:
     """FaceFormer's ``PPE.pe`` (1, R, D) must be the preset's sinusoid table tiled."""
     import torch
 
-    from talkface.model.positional import sinusoid_table
-
     rows = pe.reshape(-1, pe.shape[-1]).float()
     if rows.shape[1] != dim:
         raise CheckpointError(f"{path}: PPE.pe has width {rows.shape[1]}, expected feature_dim {dim}")
@@ -101,9 +106,6 @@ def _check_period(pe: Any, period: int, dim: int, path: Path) -> None:
 
 
 def _model_config(state: dict[str, Any], preset_name: str, speakers: list[str], path: Path) -> Any:
-    from talkface.config import ModelConfig
-    from talkface.presets import get_preset
-
     missing = [k for k in REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a FaceFormer state_dict: missing {missing}; found keys like "
@@ -148,8 +150,6 @@ def convert_faceformer_state(state: dict[str, Any], *, preset: str, speakers: li
         CheckpointError: shapes or keys that do not match the preset, speakers or encoder config.
     """
     import torch
-
-    from talkface.model import TalkFaceModel, wav2vec2_base_config
 
     path = Path(source)
     config = _model_config(state, preset, speakers, path)
@@ -207,10 +207,6 @@ def import_faceformer(pth_path: str | os.PathLike[str], *, preset: str, speakers
     Raises:
         CheckpointError: unreadable or mismatching FaceFormer file. OutputError: destination exists.
     """
-    from talkface.io.fileio import check_output_path
-    from talkface.model.checkpoint import save_checkpoint
-    from talkface.presets import get_preset
-
     get_preset(preset)  # an unknown --preset fails before the file is read
     target = Path(out) if Path(out).suffix == ".safetensors" else Path(out) / "best.safetensors"
     if target.exists() and not overwrite:

@@ -23,8 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from talkface.errors import AudioError, ConfigError, RenderError, TemplateError
+from talkface.io.audio import check_audio_file
+from talkface.io.fileio import check_output_path
 from talkface.render import gl as render_gl
 from talkface.render.overlay import blend, bounding_box, colormap_lut, error_colors, make_overlay
+from talkface.render.video import write_mp4
 
 if TYPE_CHECKING:
     from talkface.io.animation import Animation
@@ -388,16 +391,11 @@ def render_video(
         ConfigError: bad error range, error map without ``compare``, or different frame rates.
         RenderError: no GL platform, an empty frame, or ffmpeg failed.
     """
-    from talkface.io.fileio import check_output_path
-    from talkface.render.video import write_mp4
-
     dest = check_output_path(out, overwrite=overwrite)
     audio_path = Path(audio) if audio is not None else None
     if audio_path is not None and not audio_path.is_file():
         raise AudioError(f"{audio_path}: no such audio file; pass the speech the animation was made from")
     if audio_path is not None:
-        from talkface.io.audio import check_audio_file
-
         check_audio_file(audio_path)  # before rendering: ffmpeg would fail only after the last frame
     faces = animation.faces if animation.faces is not None else (compare.faces if compare is not None else None)
     if faces is None:

@@ -21,6 +21,7 @@ from typing import IO, cast
 import numpy as np
 
 from talkface.errors import AudioError, ConfigError, RenderError
+from talkface.io.fileio import atomic_path
 
 # Seconds to wait for ffmpeg to finish after the last frame (flushing the encoder and muxing).
 _FFMPEG_FINISH_TIMEOUT_S = 600.0
@@ -121,8 +122,6 @@ def write_mp4(
             (its last error lines are in the message).
         OutputError: the destination cannot be written.
     """
-    from talkface.io.fileio import atomic_path
-
     if not (np.isfinite(fps) and fps > 0):
         raise ConfigError(f"fps is {fps}; expected a positive frame rate such as 30")
     if num_frames < 1:

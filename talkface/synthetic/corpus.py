@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from talkface.errors import AudioError, ConfigError, OutputError
+from talkface.io.fileio import atomic_path, write_text_atomic
 from talkface.synthetic.head import Head, HeadShape, load_head_asset, save_head_asset, vary_head
 from talkface.synthetic.motion import FPS, MotionStyle, activation_curves, animate_head
 from talkface.synthetic.speech import SAMPLE_RATE, VoiceSpec, espeak_available, synthesize
@@ -187,8 +188,6 @@ def _dump_pickle(obj: object, path: Path) -> None:
     numpy 2 writes ``numpy._core``, which numpy 1 cannot import. Protocol 2 spells a global as the
     text line pair ``c<module>\\n<name>\\n`` with no length prefix, so renaming the module is safe.
     """
-    from talkface.io.fileio import atomic_path
-
     data = pickle.dumps(obj, protocol=2)
     data = data.replace(b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy.core.multiarray\n_reconstruct\n")
     with atomic_path(path) as tmp:
@@ -290,7 +289,6 @@ def write_synthetic_vocaset(
     _check_timing(max_lag_s, tempo_range)
     out = Path(out_dir)
     _check_out_dir(out)
-    from talkface.io.fileio import atomic_path, write_text_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / MARKER, "{}\n")  # claims the folder, so a failed run can be re-run there

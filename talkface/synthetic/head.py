@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from talkface.errors import TemplateError
+from talkface.io.fileio import atomic_path
 
 ASSET_NAME = "synthetic_head.npz"
 ASSET_FORMAT_VERSION = 1
@@ -449,8 +450,6 @@ def save_head_asset(path: str | os.PathLike[str], head: Head | None = None) -> P
     Keys: ``format_version``, ``vertices`` (V, 3) float32, ``faces`` (F, 3) int32, ``region_<name>``
     int32 index arrays and ``basis_<name>`` (V, 3) float32 displacements.
     """
-    from talkface.io.fileio import atomic_path
-
     head = build_head() if head is None else head
     arrays: dict[str, np.ndarray] = {
         "format_version": np.array(ASSET_FORMAT_VERSION, dtype=np.int32),

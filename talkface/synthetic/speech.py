@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from talkface.errors import AudioError
+from talkface.io.audio import resample
 
 SAMPLE_RATE = 22_000  # VOCASET's raw audio rate
 LEAD_SILENCE_S = 0.20  # silence before speech, so every clip starts with the mouth at rest
@@ -154,8 +155,6 @@ def _events_to_phonemes(events: list, num_samples: int, rate: int) -> Phonemes:
 
 
 def _synthesize_espeak(text: str, voice: VoiceSpec, sample_rate: int) -> tuple[np.ndarray, Phonemes]:
-    from talkface.io.audio import resample
-
     pcm, rate, events = _run_espeak(text, voice)
     if pcm.size == 0:
         raise AudioError(f"espeak-ng produced no audio for {text!r}")

@@ -15,6 +15,11 @@ import numpy as np
 
 from talkface.config import ModelConfig, TrainConfig
 from talkface.errors import OutputError
+from talkface.evaluate import metrics
+from talkface.inference.generate import evaluation_styles
+from talkface.io.fileio import atomic_path, check_writable_folder
+from talkface.losses import masked_mse, soft_dtw
+from talkface.presets import get_preset
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -50,7 +55,6 @@ def check_run_dir(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Path:
     if run.is_dir() and any(run.iterdir()) and not overwrite:
         raise OutputError(f"{run}: run folder is not empty (exists already); pass --resume to continue its "
                           "training, --overwrite to write into it, or choose another --out")
-    from talkface.io.fileio import check_writable_folder
 
     # probe the parent, not the run folder: another DDP rank may be checking that it is empty
     check_writable_folder(next(p for p in run.resolve().parents if p.is_dir()), what=f"{run} (--out)")
@@ -59,8 +63,6 @@ def check_run_dir(out_dir: str | os.PathLike[str], *, overwrite: bool) -> Path:
 
 def build_model_config(meta: dict[str, Any], *, preset: str | None, overrides: dict[str, Any] | None) -> ModelConfig:
     """Model numbers from the preset (if any), the dataset (vertex count, fps, speakers) and overrides."""
-    from talkface.presets import get_preset
-
     kwargs: dict[str, Any] = get_preset(preset).model_kwargs() if preset else {"period": int(round(meta["fps"]))}
     kwargs.update(num_vertices=int(meta["num_vertices"]), fps=float(meta["fps"]),
                   speakers=tuple(meta["train_speakers"]))
@@ -89,8 +91,6 @@ def sequence_loss(pred: Any, target: Any, lengths: Any, config: TrainConfig) -> 
         Scalar tensor: mean over the batch of soft-DTW R[len, len] (a sum over the path, see
         SOFTDTW §1.2), and/or the masked MSE.
     """
-    from talkface.losses import masked_mse, soft_dtw
-
     x, y = pred.flatten(2), target.flatten(2)
     total = 0.0
     if config.loss in ("softdtw", "softdtw+mse"):
@@ -108,9 +108,6 @@ def evaluate_clips(model: Any, dataset: Any, clips: list[Any], config: TrainConf
     Speakers outside the training set are generated once per training style and averaged.
     """
     import torch
-
-    from talkface.evaluate import metrics
-    from talkface.inference.generate import evaluation_styles
 
     speakers = list(model.config.speakers)
     losses, lves, mves = [], [], []
@@ -140,8 +137,6 @@ def write_loss_plot(path: Path, history: list[dict[str, Any]]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from talkface.io.fileio import atomic_path
 
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))

@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 
 from talkface.config import ModelConfig, TrainConfig, to_dict
+from talkface.data import pad_batch
 from talkface.errors import CheckpointError, DatasetError, InterruptedRun
+from talkface.io.fileio import write_text_atomic
+from talkface.model import TalkFaceModel, load_pretrained_encoder_config
+from talkface.model.checkpoint import save_checkpoint
+from talkface.train import distributed
 from talkface.train.common import (
     ProgressFn,
     TrainResult,
@@ -28,8 +33,18 @@ from talkface.train.common import (
     sequence_loss,
     write_loss_plot,
 )
-from talkface.train.distributed import DistContext
-from talkface.train.state import STATE_FILE, Position
+from talkface.train.distributed import DistContext, barrier, shard_batch, sum_across
+from talkface.train.runs import copy_run_assets, load_run_assets
+from talkface.train.state import (
+    STATE_FILE,
+    Position,
+    capture_rng,
+    check_resumable,
+    deferred_interrupt,
+    load_state,
+    restore_rng,
+    save_state,
+)
 
 
 @dataclass
@@ -63,10 +78,6 @@ class TrainLoop:
                encoder_config: dict[str, Any] | None, overwrite: bool, resume: bool, state_every_steps: int | None,
                emit: ProgressFn) -> TrainLoop:
         import torch
-
-        from talkface.model import TalkFaceModel, load_pretrained_encoder_config
-        from talkface.train import distributed
-        from talkface.train.state import capture_rng, check_resumable, load_state, restore_rng
 
         run = Path(out_dir)
         state = load_state(run) if resume else None
@@ -115,9 +126,6 @@ class TrainLoop:
 
     # -- files ------------------------------------------------------------------------------------
     def _write_run_files(self, *, fresh: bool, model_config: ModelConfig, preset: str | None) -> None:
-        from talkface.io.fileio import write_text_atomic
-        from talkface.train.runs import copy_run_assets, load_run_assets
-
         run = self.run_dir
         run.mkdir(parents=True, exist_ok=True)
         if fresh:
@@ -147,8 +155,6 @@ class TrainLoop:
         return -(-len(self.train_clips) // self.config.batch_size)
 
     def _save_state(self) -> None:
-        from talkface.train.state import save_state
-
         save_state(self.run_dir, model=self.model, optimizer=self.optimizer, scaler=self.scaler, position=self.pos,
                    best=self.best, history=self.history, train_clips=[c.name for c in self.train_clips],
                    config=to_dict(self.config), model_config=to_dict(self.model.config),
@@ -176,8 +182,6 @@ class TrainLoop:
                            num_train_clips=len(self.train_clips), num_val_clips=len(self.val_clips))
 
     def _epoch(self) -> None:
-        from talkface.train.state import capture_rng, deferred_interrupt
-
         epoch, size = self.pos.epoch, self.config.batch_size
         if self.pos.order is None:
             order = list(range(len(self.train_clips)))
@@ -209,8 +213,6 @@ class TrainLoop:
             if self.ctx.is_main:
                 record.update(evaluate_clips(self.model, self.dataset, self.val_clips, self.config, self.lips,
                                              self.ctx.device))
-            from talkface.train.distributed import barrier
-
             barrier(self.ctx)  # the other ranks wait for rank 0's validation
         record["seconds"] = time.perf_counter() - t0
         record["clips_per_s"] = clips / train_seconds if clips and train_seconds > 0 else None
@@ -227,9 +229,6 @@ class TrainLoop:
 
     def _forward_backward(self, infos: list[Any], *, sync: bool) -> float:
         """Loss and gradients of this rank's share of a global batch; returns the global batch's mean loss."""
-        from talkface.data import pad_batch
-        from talkface.train.distributed import shard_batch, sum_across
-
         device, ctx = self.ctx.device, self.ctx
         mine, weight = shard_batch(infos, ctx.rank, ctx.world_size)
         batch = pad_batch([self.dataset.load_clip(i) for i in mine], list(self.model.config.speakers))
@@ -258,8 +257,6 @@ class TrainLoop:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _write_epoch_files(self, record: dict[str, Any], *, better: bool) -> None:
-        from talkface.model.checkpoint import save_checkpoint
-
         extra = {"epoch": record["epoch"], "train": to_dict(self.config),
                  **{k: v for k, v in record.items() if v is not None}}
         save_checkpoint(self.run_dir / "last.safetensors", self.model, extra=extra)
@@ -280,8 +277,6 @@ class TrainLoop:
         """Save the state at the last finished optimizer step and ``last.safetensors``; the error to raise."""
         pos, run = self.pos, self.run_dir
         if self.ctx.is_main:
-            from talkface.model.checkpoint import save_checkpoint
-
             self._save_state()
             save_checkpoint(run / "last.safetensors", self.model,
                             extra={"epoch": pos.epoch, "step": pos.step, "interrupted": True,

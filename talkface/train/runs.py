@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from talkface.errors import CheckpointError
+from talkface.io.fileio import atomic_path
 
 RUN_ASSETS = ("templates.npz", "faces.npy", "regions.npz")
 
@@ -40,8 +41,6 @@ class RunAssets:
 
 def copy_run_assets(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str]) -> None:
     """Copy the dataset's templates/faces/regions into the run folder (atomically, file by file)."""
-    from talkface.io.fileio import atomic_path
-
     for name in RUN_ASSETS:
         src = Path(data_dir) / name
         if src.is_file():

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from talkface.errors import CheckpointError, ConfigError
+from talkface.io.fileio import atomic_path
 
 STATE_FILE = "state.pt"
 STATE_FORMAT = "talkface-train-state"
@@ -144,8 +145,6 @@ def save_state(run: Path, *, model: Any, optimizer: Any, scaler: Any, position: 
         The state file.
     """
     import torch
-
-    from talkface.io.fileio import atomic_path
 
     state = {
         "format": STATE_FORMAT, "version": STATE_VERSION,

@@ -11,9 +11,12 @@ import os
 from typing import Any
 
 from talkface.config import TrainConfig
+from talkface.data import load_prepared
 from talkface.errors import ConfigError, DatasetError
 from talkface.runtime import resolve_device
+from talkface.train import distributed
 from talkface.train.common import ProgressFn, TrainResult
+from talkface.train.loop import TrainLoop
 
 
 def train(
@@ -66,9 +69,6 @@ def train(
         EncoderError: encoder unavailable.
         InterruptedRun: Ctrl-C; the state was saved and the message gives the resume command.
     """
-    from talkface.data import load_prepared
-    from talkface.train import distributed
-
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other: --resume continues the run in --out, "
                           "--overwrite starts a new one there; pass one of them")
@@ -85,8 +85,6 @@ def train(
     ctx = distributed.init_distributed(device)
     try:
         distributed.check_batch_size(config.batch_size, ctx)
-        from talkface.train.loop import TrainLoop
-
         loop = TrainLoop.create(data_dir, out_dir, config, dataset, train_clips, val_clips, ctx=ctx, preset=preset,
                             model_overrides=model_overrides, encoder_config=encoder_config, overwrite=overwrite,
                             resume=resume, state_every_steps=state_every_steps,
