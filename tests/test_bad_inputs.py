@@ -982,7 +982,7 @@ def test_debug_lets_the_exception_through(env: Env, tmp_path: Path, monkeypatch:
 
 def test_ctrl_c_during_prepare_keeps_clips_and_a_rerun_completes(env: Env, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import talkface.cli as cli
+    import talkface.cli.prepare as cli
     from talkface.data import load_prepared
 
     raw = copy_folder_raw(env, tmp_path)

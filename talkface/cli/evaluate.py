@@ -1,0 +1,62 @@
+"""``talkface evaluate``: score predictions or a checkpoint on a split (``talkface.evaluate``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from talkface.cli.common import DeviceOpt, _fmt, console, handle_errors, progress_bar
+
+
+@handle_errors
+def evaluate(
+    data: Annotated[Path, typer.Option(exists=True, file_okay=False, resolve_path=True, help="Prepared dataset.")],
+    checkpoint: Annotated[Path | None, typer.Option(exists=True, resolve_path=True, help="Run folder or .safetensors.")] = None,
+    pred: Annotated[Path | None, typer.Option(exists=True, file_okay=False, resolve_path=True,
+                                              help="Folder of predictions (<clip>.npy/.npz or <clip>_condition_<spk>.npy).")] = None,
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    masks: Annotated[Path | None, typer.Option(exists=True, resolve_path=True,
+                                               help="Region file: FLAME_masks.pkl, .npz, or BIWI lve.txt/fdd.txt (file or folder).")]
+    = None,
+    report: Annotated[Path | None, typer.Option(resolve_path=True, help="Write a JSON report here.")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", resolve_path=True,
+                                             help="Per-sequence CSV (default: next to --report, .csv).")] = None,
+    plot: Annotated[Path | None, typer.Option(resolve_path=True, help="PNG of per-frame lip error under the waveform.")]
+    = None,
+    plot_clip: Annotated[str | None, typer.Option(help="Clip to plot (default: the first).")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Score predictions: LVE (m², ×1e-5), LVE (mm, sqrt), FDD and MVE; mean over styles and best style."""
+    from talkface.evaluate import evaluation as ev
+
+    if (checkpoint is None) == (pred is None):
+        raise typer.BadParameter("give exactly one of --checkpoint or --pred", param_hint="--checkpoint/--pred")
+    with progress_bar("evaluate") as update:
+        result = ev.evaluate(data, split=split, checkpoint=checkpoint, pred=pred, masks=masks, device=device,
+                             on_progress=lambda done, total, name: update(completed=done, total=total,
+                                                                          description=f"evaluate {name}"))
+    rep = result.report
+    table = Table(title=f"{split} split: {rep['sequences']} sequences, {rep['predictions']} predictions, "
+                        f"{rep['frames']} frames", caption=f"regions: {rep['regions']['source']}")
+    for col in ("aggregation", "LVE ×1e-5 m²", "LVE mm", "FDD ×1e-7 m²", "MVE mm"):
+        table.add_column(col, justify="right" if col != "aggregation" else "left")
+    for label, r in (("mean over styles", rep), ("best style", rep["best_style"])):
+        table.add_row(label, _fmt(r["lve"], 1e5), _fmt(r["lve_mm"]), _fmt(r["fdd"], 1e7), _fmt(r["mve"], 1e3))
+    console.print(table)
+    console.print("[dim]LVE: per frame the max over lip vertices of the squared error, mean over frames; "
+                  "LVE mm: the same with the square root; FDD: signed, upper face; MVE: mean L2.[/]")
+    if report is not None:
+        import json
+
+        from talkface.io.fileio import write_text_atomic
+
+        write_text_atomic(report, json.dumps(rep, indent=2))
+        console.print(f"report: {report}")
+    csv_path = csv if csv is not None else (report.with_suffix(".csv") if report is not None else None)
+    if csv_path is not None:
+        console.print(f"per-sequence CSV: {ev.write_csv(csv_path, result)}")
+    if plot is not None:
+        console.print(f"plot: {ev.plot_lip_errors(plot, result, data, plot_clip)}")
