@@ -29,6 +29,9 @@ Guarantees: every file is written atomically (complete or absent). Nothing is wr
 clip has been read and validated. ``manifest.jsonl`` is written last, so a folder without it is an
 interrupted (Ctrl-C) or failed prepare; rerunning the same command resumes, reusing each clip file whose
 ``key`` matches (finished clips are not converted again).
+
+Over 400 lines: the format and its one writer are a single contract (what ``write_prepared``
+writes is what the loader and the resume check read), so they stay in one file.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Differences from FaceFormer's wrapper, all invisible for the clips FaceFormer ca
   first) and the transformer in overlapping windows of ``window_seconds`` (30 s, above FaceFormer's
   20 s limit) blended linearly across ``overlap_seconds``, so memory stays flat on a 5-minute wav;
 - SpecAugment draws from torch's generator (seeded by ``torch.manual_seed``) instead of numpy's.
+
+Over 400 lines: the encoder's configs, its loading (hub or local folder, with offline hints) and
+the pieces of its forward pass all concern one transformers model and share its config.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ videos are comparable with the papers. Unlike FaceFormer, one ``OffscreenRendere
 video, the GL platform is chosen by probing, and a frame that shows only background is an error, never
 a silent black video. pyrender and OpenGL are imported only inside functions, after
 ``PYOPENGL_PLATFORM`` has been set, because PyOpenGL fixes its platform at first import.
+
+Over 400 lines: choosing the GL platform and the frame loop stay together, because pyrender may be
+imported only after the platform is chosen here.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ the camera and stay unlit, so an open mouth shows a dark gap as FLAME's does.
 
 Conventions (FLAME's, see the fixture notes): metres, vertex centroid 0, +y up, +z the face's
 looking direction, +x the subject's left, counter-clockwise faces with outward normals.
+
+Over 400 lines: geometry, topology, region labels and the jaw/lip bases are all built from one ring
+layout (``_Layout``); split apart, each part would need that layout's internals.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ espeak-ng uses (Kirshenbaum-style: ``a``, ``A:``, ``u:``, ``oU``, ``m``, ``S`` .
 with a small source-filter model: harmonics of a declining pitch shaped by three formant resonances
 for voiced sounds, band-passed noise for fricatives and bursts, silence for stop closures. Its
 phoneme timing is known by construction.
+
+Over 400 lines: the espeak-ng driver and the formant fallback return the same phoneme-timed
+output and ``synthesize`` chooses between them; one file keeps that shared contract in view.
 """
 
 from __future__ import annotations
