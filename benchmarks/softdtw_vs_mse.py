@@ -738,9 +738,32 @@ def setup_from_args(args: argparse.Namespace) -> Setup:
     return replace(setup, **changes)
 
 
-def main(argv: list[str] | None = None) -> int:
+def rerun_command(argv: list[str], cwd: Path) -> str:
+    """The shell command that reruns this experiment, without this machine's folders in it.
+
+    An absolute ``--out`` or ``--work`` folder is written relative to ``cwd`` when it lies inside it, else as
+    a folder of the same name in ``cwd``: ``--work`` only caches the corpus and the runs, and ``--out`` only
+    says where the report goes, so neither place changes the results.
+    """
     import shlex
 
+    words: list[str] = []
+    folder_flag = None
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if folder_flag is not None or (eq and flag in ("--out", "--work")):
+            path = Path(arg if folder_flag is not None else value)
+            if path.is_absolute():
+                path = path.relative_to(cwd) if path.is_relative_to(cwd) else Path(path.name)
+            arg = str(path) if folder_flag is not None else f"{flag}={path}"
+            folder_flag = None
+        elif arg in ("--out", "--work"):
+            folder_flag = arg
+        words.append(arg)
+    return " ".join(["python", "benchmarks/softdtw_vs_mse.py", *(shlex.quote(w) for w in words)])
+
+
+def main(argv: list[str] | None = None) -> int:
     from talkface.errors import TalkfaceError
 
     args = parse_args(argv)
@@ -756,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     jobs = 1 if setup.device.startswith("cuda") else args.jobs  # one GPU: one run at a time
-    command = "python benchmarks/softdtw_vs_mse.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = rerun_command(argv or sys.argv[1:], Path.cwd())
     total = len(setup.variants) * len(setup.seeds) + len([g for g in setup.gammas if g != setup.gamma])
     print(f"{total} runs of {setup.epochs} epochs; work folder {args.work or '(temporary)'}", flush=True)
     log = lambda msg: print(msg, flush=True)  # noqa: E731

@@ -64,6 +64,11 @@ fi
 log "installing talkface and its extras"
 $PIP -e ".[render,dev]"
 $PIP "PyOpenGL==3.1.10" 2>&1 | grep -v "pyrender 0.1.45 requires PyOpenGL==3.1.0" || true
-"$VPY" -c "import OpenGL, torch; assert OpenGL.__version__ == '3.1.10', OpenGL.__version__; assert torch.version.cuda is None or torch.cuda.is_available() or True"
+"$VPY" -c "import OpenGL; assert OpenGL.__version__ == '3.1.10', OpenGL.__version__"
+# With an NVIDIA GPU, torch must see it: a CPU build or a CUDA build newer than the driver would
+# train silently on the CPU.
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  "$VPY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else f'torch {torch.__version__} does not see the NVIDIA GPU; install a torch build for this driver (nvidia-smi shows its CUDA version)')"
+fi
 echo "$HASH" > "$STAMP"
 log "environment ready in $(( $(date +%s) - t0 )) s"

@@ -68,7 +68,17 @@ def test_tiny_report_has_every_variant_and_finite_numbers(exp, tiny_report):
     for row in gamma_rows:
         assert all(math.isfinite(v) for cell in row for v in _numbers(cell)), row
     assert "python benchmarks/softdtw_vs_mse.py --tiny" in text
+    assert str(tiny_report.parent) not in text  # the rerun command names no folder of this machine
     assert "torch" in text and "min" in text
+
+
+def test_rerun_command_has_no_machine_specific_folders(exp, tmp_path):
+    repo = tmp_path / "repo"
+    argv = ["--out", str(repo / "docs"), "--work", str(tmp_path / "elsewhere" / "exp work"), "--seeds", "0", "1"]
+    assert exp.rerun_command(argv, repo) == (
+        "python benchmarks/softdtw_vs_mse.py --out docs --work 'exp work' --seeds 0 1")
+    assert exp.rerun_command([f"--work={tmp_path}/w", "--out=docs"], repo) == (
+        "python benchmarks/softdtw_vs_mse.py --work=w --out=docs")
 
 
 def test_tiny_report_figures_are_real_pngs(tiny_report):
