@@ -1,6 +1,8 @@
 """CLI: each command parses, validates and delegates (library functions patched), and maps errors
 to exit codes: TalkfaceError → 1 with a one-line message, usage errors → 2."""
 
+import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -154,6 +156,31 @@ def test_info_and_demo_delegate(tmp_path, monkeypatch):
     result_obj = SimpleNamespace(summary=lambda: {"clips": "3/1/1"}, video=tmp_path / "demo.mp4")
     monkeypatch.setattr("talkface.demo.run_demo", lambda out, **kw: result_obj)
     assert "demo.mp4" in _ok(runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])).output
+
+
+def test_demo_progress_times_each_stage_on_its_own(tmp_path, monkeypatch):
+    # a 1.2 s "training" and an instant "render": the render's line must not carry the training's time
+    def fake_demo(out, *, epochs=None, on_progress):
+        on_progress("train", 0, 2)
+        time.sleep(1.2)
+        on_progress("train (epoch 1/2, loss 0.5)", 1, 2)
+        on_progress("train (epoch 2/2, loss 0.4)", 2, 2)
+        on_progress("render", 0, 3)
+        on_progress("render", 3, 3)
+        return SimpleNamespace(summary=lambda: {}, video=out / "demo.mp4")
+
+    monkeypatch.setattr("talkface.demo.run_demo", fake_demo)
+    lines = _ok(runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])).output.splitlines()
+    train = [line for line in lines if line.startswith("train")]
+    render = [line for line in lines if line.startswith("render")]
+    assert len(train) == 1 and len(render) == 1, lines
+
+    def elapsed_s(line: str) -> int:  # the first H:MM:SS on the line is the elapsed time
+        h, m, s = re.search(r"(\d+):(\d\d):(\d\d)", line).groups()
+        return 3600 * int(h) + 60 * int(m) + int(s)
+
+    assert "2/2" in train[0] and elapsed_s(train[0]) >= 1, lines
+    assert "3/3" in render[0] and elapsed_s(render[0]) == 0, lines
 
 
 def test_import_faceformer_delegates(tmp_path, monkeypatch):

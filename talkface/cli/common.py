@@ -56,7 +56,11 @@ def handle_errors(fn: F) -> F:
 
 @contextmanager
 def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-    """A Rich progress bar; yields ``update(completed=None, total=None, description=None, advance=None)``."""
+    """A Rich progress bar; yields ``update(completed=None, total=None, description=None, advance=None)``.
+
+    ``update(new_line=True, ...)`` stops the current line, so that its elapsed time stays that of its own
+    work, and continues on a new one (the demo gives each stage a line).
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -71,7 +75,11 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
     with Progress(*columns, console=err, transient=False) as progress:
         task = progress.add_task(description, total=total)
 
-        def update(**kw: Any) -> None:
+        def update(new_line: bool = False, **kw: Any) -> None:
+            nonlocal task
+            if new_line:
+                progress.stop_task(task)
+                task = progress.add_task(kw.get("description") or description, total=kw.get("total"))
             progress.update(task, **{k: v for k, v in kw.items() if v is not None})
 
         yield update

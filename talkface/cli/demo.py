@@ -23,8 +23,12 @@ def demo(
     from talkface.demo import run_demo
 
     with progress_bar("demo") as update:
+        shown: list[str] = []  # the stage on the current line ("train (epoch 3/80, …)" is stage "train")
+
         def on_progress(stage: str, done: int | None = None, total: int | None = None) -> None:
-            update(description=stage, completed=done, total=total)
+            name = stage.split(" (")[0]
+            update(new_line=bool(shown) and shown[-1] != name, description=stage, completed=done, total=total)
+            shown.append(name)
 
         result = run_demo(out, epochs=epochs, on_progress=on_progress)
     table = Table(title="talkface demo")
