@@ -118,8 +118,8 @@ def _read_header(path: Path) -> dict[str, Any]:
             kind = sniff_format(head, size)
             if kind in ("zip", "pickle"):
                 raise CheckpointError(
-                    f"{path}: is a PyTorch pickle/zip file ({kind} format), expected a talkface .safetensors checkpoint; convert "
-                    "FaceFormer checkpoints with `talkface import-faceformer`"
+                    f"{path}: is a PyTorch pickle/zip file ({kind} format), expected a talkface .safetensors "
+                    "checkpoint; convert FaceFormer checkpoints with `talkface import-faceformer`"
                 )
             if len(head) < 8:
                 raise CheckpointError(f"{path}: {size} bytes is too short for a safetensors checkpoint (truncated?)")
