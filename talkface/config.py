@@ -133,6 +133,10 @@ class TrainConfig:
         epochs, lr, seed, grad_accum: the usual.
         amp: bfloat16/float16 autocast on CUDA.
         encoder: hub name or local folder of the pretrained wav2vec 2.0.
+        feature_cache_mb: memory bound (MiB) of the frozen CNN's feature cache (0: no memory tier). On
+            CUDA it holds GPU memory. wav2vec2-base features take 100 KiB per second of audio.
+        feature_cache_disk: also keep the features in ``RUN/feature_cache/`` (kept across resumes).
+            Neither cache setting changes the results, so both may differ on ``--resume``.
     """
 
     loss: str = "softdtw"
@@ -149,6 +153,8 @@ class TrainConfig:
     grad_accum: int = 1
     amp: bool = False
     encoder: str = "facebook/wav2vec2-base-960h"
+    feature_cache_mb: float = 1024.0
+    feature_cache_disk: bool = True
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -166,6 +172,10 @@ class TrainConfig:
             raise ConfigError(f"band must be a non-negative number of frames, got {self.band!r}")
         if self.mse_weight < 0:
             raise ConfigError(f"mse_weight must be >= 0, got {self.mse_weight}")
+        if not (isinstance(self.feature_cache_mb, (int, float)) and math.isfinite(self.feature_cache_mb)
+                and self.feature_cache_mb >= 0):
+            raise ConfigError(f"feature_cache_mb must be a number of MiB >= 0 (0: no memory tier), "
+                              f"got {self.feature_cache_mb!r}")
 
 
 # ------------------------------------------------------------------------------------ train config files
@@ -222,7 +232,8 @@ def load_train_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Format: top-level keys named like the ``train`` flags with underscores (any ``TrainConfig`` field:
     ``loss``, ``gamma``, ``cost``, ``divergence``, ``band``, ``mse_weight``, ``batch_size``,
-    ``teacher_forcing``, ``epochs``, ``lr``, ``seed``, ``grad_accum``, ``amp``, ``encoder``; plus
+    ``teacher_forcing``, ``epochs``, ``lr``, ``seed``, ``grad_accum``, ``amp``, ``encoder``,
+    ``feature_cache_mb``, ``feature_cache_disk``; plus
     ``preset`` and ``device``), or the same keys inside a ``[train]`` table. An optional ``[model]``
     table overrides architecture numbers (``feature_dim``, ``period``, ``num_heads``, ``num_layers``,
     ``ff_multiplier``, ``dropout``, ``audio_frames_per_motion_frame``, ``normalize_audio``); a

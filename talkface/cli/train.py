@@ -45,6 +45,12 @@ def train(
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA. (default: off)")]
     = None,
     feature_dim: Annotated[int | None, typer.Option(min=1, help="Override the decoder width D.")] = None,
+    feature_cache_mb: Annotated[float | None, typer.Option(
+        min=0, help="Memory (MiB; GPU memory on CUDA) for the frozen CNN's features, computed once per clip "
+                    "instead of every epoch; 0 = none. (default: 1024)")] = None,
+    feature_cache_disk: Annotated[bool | None, typer.Option(
+        "--feature-cache-disk/--no-feature-cache-disk",
+        help="Also keep those features in RUN/feature_cache/. (default: on)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -62,7 +68,7 @@ def train(
     flags = dict(loss=loss, gamma=gamma, cost=cost, divergence=divergence, band=band, mse_weight=mse_weight,
                  batch_size=batch_size, teacher_forcing=teacher_forcing, epochs=epochs, lr=lr, seed=seed,
                  grad_accum=grad_accum, amp=amp, encoder=encoder, preset=preset, device=device,
-                 feature_dim=feature_dim)
+                 feature_dim=feature_dim, feature_cache_mb=feature_cache_mb, feature_cache_disk=feature_cache_disk)
     file_values = load_train_file(config_file) if config_file else {}
     # On --resume the run's own settings come first, so no flag needs repeating (--epochs may be raised).
     base = load_run_values(out) if resume else None

@@ -18,6 +18,7 @@ from talkface.model.checkpoint import (
     sniff_format,
 )
 from talkface.model.faceformer_import import convert_faceformer_state, import_faceformer, load_faceformer_state
+from talkface.model.feature_cache import CACHE_DIR, FeatureCache
 from talkface.model.masks import alibi_slopes, alignment_mask, biased_causal_mask
 from talkface.model.positional import PeriodicPositionalEncoding, periodic_encoding, sinusoid_table
 from talkface.model.talkface import ModelOutput, TalkFaceModel
@@ -26,6 +27,8 @@ __all__ = [
     "TalkFaceModel",
     "ModelOutput",
     "AudioEncoder",
+    "FeatureCache",
+    "CACHE_DIR",
     "tiny_encoder_config",
     "wav2vec2_base_config",
     "load_pretrained_encoder_config",

@@ -11,7 +11,10 @@ Differences from FaceFormer's wrapper, all invisible for the clips FaceFormer ca
 - long audio runs the CNN in exact chunks (the group-norm statistics are taken over the whole clip
   first) and the transformer in overlapping windows of ``window_seconds`` (30 s, above FaceFormer's
   20 s limit) blended linearly across ``overlap_seconds``, so memory stays flat on a 5-minute wav;
-- SpecAugment draws from torch's generator (seeded by ``torch.manual_seed``) instead of numpy's.
+- SpecAugment draws from torch's generator (seeded by ``torch.manual_seed``) instead of numpy's;
+- training attaches a ``FeatureCache`` (``talkface.model.feature_cache``): the frozen CNN's output of a
+  clip is computed once per run, not once per epoch. SpecAugment masks the *projected* features, after
+  the cached CNN output, so it is unaffected.
 
 Over 400 lines: the encoder's configs, its loading (hub or local folder, with offline hints) and
 the pieces of its forward pass all concern one transformers model and share its config.
@@ -29,11 +32,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from talkface.errors import AudioError, EncoderError
 from talkface.io.audio import SAMPLE_RATE
+from talkface.model.feature_cache import FeatureCache, cnn_blocker, feature_context, feature_key, weights_digest
 
 # facebook/wav2vec2-base-960h's config.json (the encoder FaceFormer fine-tunes), written out so that
 # importing a FaceFormer checkpoint or benchmarking needs no hub. Only feat_proj_dropout differs from
@@ -270,6 +275,9 @@ class AudioEncoder(nn.Module):
         normalize: zero-mean/unit-variance each clip over its valid samples.
         window_seconds, overlap_seconds: transformer windows for long audio.
         cnn_chunk_seconds: CNN chunk for long audio (exact).
+
+    Attributes:
+        feature_cache: a ``FeatureCache`` that training attaches (None: compute the CNN every call).
     """
 
     def __init__(self, encoder_config: dict[str, Any], *, audio_frames_per_motion_frame: int = 0,
@@ -283,6 +291,8 @@ class AudioEncoder(nn.Module):
         self.window_seconds = window_seconds
         self.overlap_seconds = overlap_seconds
         self.cnn_chunk_seconds = cnn_chunk_seconds
+        self.feature_cache: FeatureCache | None = None  # set by training; see talkface.model.feature_cache
+        self._fingerprint: tuple[Any, str] | None = None
 
     # -- geometry ---------------------------------------------------------------------------------
     @property
@@ -366,14 +376,59 @@ class AudioEncoder(nn.Module):
 
     def _aligned_cnn(self, wav: torch.Tensor, length: int) -> torch.Tensor:
         """(L, C) CNN features of one clip, brought to ``length`` encoder frames."""
+        features = self.clip_cnn_features(wav)
+        if self.frames_per_motion_frame == 0:
+            return interpolate_features(features, length)
+        return crop_or_pad_features(features, length)
+
+    def clip_cnn_features(self, wav: torch.Tensor) -> torch.Tensor:
+        """(A, C) CNN features of one raw, unpadded clip: from ``feature_cache`` when it applies.
+
+        The waveform is normalised here (when ``normalize``), so the cache is keyed by the raw samples.
+        """
+        cache = self.feature_cache
+        if cache is None:
+            return self._compute_clip_cnn(wav)
+        blocker = cnn_blocker(self.wav2vec2.feature_extractor)
+        if blocker is not None:
+            cache.bypass(blocker)
+            return self._compute_clip_cnn(wav)
+        key = feature_key(self.cnn_fingerprint(), wav, feature_context(wav.device))
+        features = cache.get(key, wav.device)
+        if features is None:
+            features = self._compute_clip_cnn(wav)
+            cache.put(key, features)
+        return features
+
+    def _compute_clip_cnn(self, wav: torch.Tensor) -> torch.Tensor:
         if self.normalize:
             wav = normalize_audio(wav)
         trainable = any(p.requires_grad for p in self.wav2vec2.feature_extractor.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
-            features = self.cnn_features(wav)
-        if self.frames_per_motion_frame == 0:
-            return interpolate_features(features, length)
-        return crop_or_pad_features(features, length)
+            return self.cnn_features(wav)
+
+    def cnn_fingerprint(self) -> str:
+        """A hash of everything the CNN features depend on besides the audio (see ``feature_cache``).
+
+        Re-hashed only when a CNN tensor was replaced, moved or written in place (its ``_version``);
+        writes through ``.data`` bypass autograd's version counter and are not seen.
+        """
+        extractor = self.wav2vec2.feature_extractor
+        tensors = list(extractor.state_dict(keep_vars=True).items())
+        token = tuple((name, id(t), t.data_ptr(), t._version, t.dtype, t.device) for name, t in tensors)
+        token = (self.normalize, self.cnn_chunk_seconds, token)
+        if self._fingerprint is None or self._fingerprint[0] != token:
+            c = self.config
+            description = {
+                "extractor": type(extractor).__qualname__, "torch": torch.__version__,
+                "transformers": transformers.__version__, "normalize": self.normalize,
+                "cnn_chunk_seconds": self.cnn_chunk_seconds, "norm_eps": NORM_EPS,
+                **{k: getattr(c, k) for k in ("conv_dim", "conv_kernel", "conv_stride", "conv_bias",
+                                              "feat_extract_norm", "feat_extract_activation",
+                                              "num_feat_extract_layers")},
+            }
+            self._fingerprint = (token, weights_digest(description, tensors))
+        return self._fingerprint[1]
 
     def cnn_features(self, wav: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
         """CNN features of one waveform; long ones in exact chunks.

@@ -20,8 +20,9 @@ from talkface.config import ModelConfig, TrainConfig, to_dict
 from talkface.data import pad_batch
 from talkface.errors import CheckpointError, DatasetError, InterruptedRun
 from talkface.io.fileio import write_text_atomic
-from talkface.model import TalkFaceModel, load_pretrained_encoder_config
+from talkface.model import CACHE_DIR, FeatureCache, TalkFaceModel, load_pretrained_encoder_config
 from talkface.model.checkpoint import save_checkpoint
+from talkface.model.feature_cache import remove_stale_temp_files
 from talkface.train import distributed
 from talkface.train.common import (
     ProgressFn,
@@ -104,6 +105,7 @@ class TrainLoop:
         elif pretrained:
             model.load_pretrained_encoder(config.encoder)
         model.to(ctx.device).train()
+        model.audio_encoder.feature_cache = make_feature_cache(config, run)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
         amp_dtype, scaler = _amp_setup(config, ctx.device)
         data_rng = random.Random(config.seed)
@@ -135,6 +137,7 @@ class TrainLoop:
                          "loss.png"):
                 for stale in run.glob(f".{name}.tmp-*"):
                     stale.unlink(missing_ok=True)
+            remove_stale_temp_files(run / CACHE_DIR)
         self.lips = load_run_assets(run).regions.get("lips")
         write_text_atomic(run / "config.json", json.dumps({
             "train": to_dict(self.config), "model": to_dict(model_config), "data": str(self.data_dir.resolve()),
@@ -225,7 +228,9 @@ class TrainLoop:
             self.pos = Position(epoch + 1, 0, self.pos.global_step, None, [], capture_rng(self.data_rng))
         if self.ctx.is_main:
             self._save_state()
-        self.emit({"event": "epoch", **record})
+        cache = self.model.audio_encoder.feature_cache
+        self.emit({"event": "epoch", **record,
+                   "feature_cache": None if cache is None else cache.stats.to_dict()})
 
     def _forward_backward(self, infos: list[Any], *, sync: bool) -> float:
         """Loss and gradients of this rank's share of a global batch; returns the global batch's mean loss."""
@@ -284,6 +289,13 @@ class TrainLoop:
         command = f"talkface train {shlex.quote(str(self.data_dir))} --out {shlex.quote(str(run))} --resume"
         return InterruptedRun(f"training stopped at epoch {pos.epoch} step {pos.step}; state saved in "
                               f"{run / STATE_FILE}; resume with: {command}")
+
+
+def make_feature_cache(config: TrainConfig, run: Path) -> Any:
+    """The run's CNN feature cache (memory bound and ``RUN/feature_cache/``), or None when both tiers are off."""
+    if config.feature_cache_mb <= 0 and not config.feature_cache_disk:
+        return None
+    return FeatureCache(int(config.feature_cache_mb * 2**20), run / CACHE_DIR if config.feature_cache_disk else None)
 
 
 def _amp_setup(config: TrainConfig, device: str) -> tuple[Any, Any]:

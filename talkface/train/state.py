@@ -41,6 +41,9 @@ from talkface.io.fileio import atomic_path
 STATE_FILE = "state.pt"
 STATE_FORMAT = "talkface-train-state"
 STATE_VERSION = 1
+# TrainConfig fields that change speed, never results: a resume may change them (or find them missing in
+# the state of a run started before they existed).
+RESULT_NEUTRAL_KEYS = ("feature_cache_mb", "feature_cache_disk")
 
 
 @dataclass
@@ -215,12 +218,13 @@ def _norm(value: Any) -> Any:
 
 def check_resumable(state: dict[str, Any], config: dict[str, Any], model_config: dict[str, Any],
                     run: Path) -> None:
-    """Refuse a resume whose settings differ from the saved run's (only ``epochs`` may change, upward).
+    """Refuse a resume whose settings differ from the saved run's (only ``epochs`` may change, upward;
+    the feature-cache settings may change freely: they do not change the results).
 
     Raises:
         ConfigError: naming each differing key with its saved and given values.
     """
-    diffs = config_differences(state["config"], config, ignore=("epochs",))
+    diffs = config_differences(state["config"], config, ignore=("epochs", *RESULT_NEUTRAL_KEYS))
     diffs += [f"model.{d}" for d in config_differences(state["model_config"], model_config)]
     if diffs:
         raise ConfigError(f"{run}: --resume needs the run's own settings; these differ (saved → given): "
