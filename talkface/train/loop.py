@@ -30,6 +30,7 @@ from talkface.train.common import (
     build_model_config,
     check_run_dir,
     evaluate_clips,
+    make_optimizer,
     seed_everything,
     sequence_loss,
     write_loss_plot,
@@ -106,7 +107,7 @@ class TrainLoop:
             model.load_pretrained_encoder(config.encoder)
         model.to(ctx.device).train()
         model.audio_encoder.feature_cache = make_feature_cache(config, run)
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+        optimizer = make_optimizer(model, config.lr)
         amp_dtype, scaler = _amp_setup(config, ctx.device)
         data_rng = random.Random(config.seed)
         if state is None:
