@@ -4,6 +4,7 @@ cache steps aside when the CNN is trainable, and the memory/disk tiers behave.""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -49,24 +50,31 @@ def make_model(model_config, encoder_config, seed=0):
     return model
 
 
-def step(model, b, seed):
-    """Loss and gradients of one training step (dropout and SpecAugment drawn from ``seed``)."""
+def step(model, b, seed, amp=False):
+    """Loss and gradients of one training step (dropout and SpecAugment drawn from ``seed``); ``amp``:
+    the forward pass under bfloat16 autocast on CUDA, the loss in float32 (as the training loop does)."""
     torch.manual_seed(seed)
     model.zero_grad(set_to_none=True)
-    out = model(b["audio"], b["audio_lengths"], b["template"], b["style"], b["num_frames"])
-    loss = sequence_loss(out.vertices, b["vertices"], b["num_frames"], TrainConfig(gamma=1e-2))
+    with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+        out = model(b["audio"], b["audio_lengths"], b["template"], b["style"], b["num_frames"])
+    loss = sequence_loss(out.vertices.float(), b["vertices"], b["num_frames"], TrainConfig(gamma=1e-2))
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return float(loss.detach()), grads
 
 
-def assert_same_step(a, b):
+def step_difference(a, b):
+    """(relative loss difference, largest gradient difference relative to the largest gradient)."""
     (loss_a, grads_a), (loss_b, grads_b) = a, b
-    assert abs(loss_a - loss_b) <= 1e-6 * abs(loss_b), (loss_a, loss_b)
     assert grads_a.keys() == grads_b.keys()
     scale = max(float(g.abs().max()) for g in grads_b.values())
     worst = max(float((grads_a[n] - grads_b[n]).abs().max()) for n in grads_b)
-    assert worst <= 1e-6 * scale, (worst, scale)
+    return abs(loss_a - loss_b) / abs(loss_b), worst / scale
+
+
+def assert_same_step(a, b, tolerance=1e-6):
+    loss_diff, grad_diff = step_difference(a, b)
+    assert loss_diff <= tolerance and grad_diff <= tolerance, (loss_diff, grad_diff)
 
 
 @pytest.mark.parametrize("k", [0, 2])
@@ -284,3 +292,29 @@ def test_feature_cache_mb_is_checked():
     for bad in (-1.0, float("nan"), "1"):
         with pytest.raises(ConfigError, match="feature_cache_mb"):
             TrainConfig(feature_cache_mb=bad)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", [False, True])
+def test_cache_on_cuda_is_exact_and_keyed_by_autocast(tiny_model_config, tiny_encoder_config, amp):
+    """On CUDA (float32 and bfloat16 autocast): cached features are the recomputed ones bit for bit, and a
+    cached step differs from an uncached one no more than two uncached steps differ (CUDA's own
+    run-to-run nondeterminism), and never by more than 1e-6 in float32. Autocast keys separate entries."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    plain = make_model(tiny_model_config, tiny_encoder_config).cuda()
+    cached = copy.deepcopy(plain)
+    cached.audio_encoder.feature_cache = cache = FeatureCache(2**20)
+    b = {k: v.cuda() for k, v in padded_batch(plain, (0.6, 0.6, 0.45)).items()}
+    step(cached, b, seed=0, amp=amp)  # fill
+    noise = step_difference(step(plain, b, seed=1, amp=amp), step(plain, b, seed=1, amp=amp))
+    tolerance = max(1e-6, 4 * max(noise)) if amp else 1e-6
+    assert_same_step(step(cached, b, seed=1, amp=amp), step(plain, b, seed=1, amp=amp), tolerance)
+    assert cache.stats.hits == 3 and cache.stats.misses == 3
+    enc = cached.audio_encoder
+    wav = b["audio"][0, : int(b["audio_lengths"][0])]
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        assert torch.equal(enc.clip_cnn_features(wav), enc._compute_clip_cnn(wav))
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=not amp):
+        enc.clip_cnn_features(wav)
+    assert cache.stats.misses == 4  # the other precision is another entry

@@ -104,3 +104,32 @@ def test_amp_two_steps_on_cuda(tmp_path):
     more = train(data, tmp_path / "run", train_job.tiny_config(epochs=2, batch_size=2, amp=True), resume=True,
                  **kwargs)
     assert len(more.history) == 2 and np.isfinite(more.history[1]["train_loss"])
+
+
+def test_make_optimizer_is_adam(tiny_model_config, tiny_encoder_config):
+    """The (fused where available) optimizer makes the same updates as torch's default Adam."""
+    import copy
+
+    import torch
+
+    from talkface.model import TalkFaceModel
+    from talkface.train import make_optimizer
+
+    torch.manual_seed(0)
+    a = TalkFaceModel(tiny_model_config, tiny_encoder_config)
+    b = copy.deepcopy(a)
+    opt_a = make_optimizer(a, 1e-3)
+    opt_b = torch.optim.Adam([p for p in b.parameters() if p.requires_grad], lr=1e-3, foreach=False)
+    assert len(opt_a.param_groups[0]["params"]) == len(opt_b.param_groups[0]["params"])
+    for step in range(3):
+        g = torch.Generator().manual_seed(step)
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            if pa.requires_grad:
+                pa.grad = torch.randn(pa.shape, generator=g)
+                pb.grad = pa.grad.clone()
+        opt_a.step()
+        opt_b.step()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-9, msg=name)
+    frozen = [p for p in a.audio_encoder.wav2vec2.feature_extractor.parameters()]
+    assert not any(p is q for p in frozen for q in opt_a.param_groups[0]["params"])
