@@ -171,9 +171,16 @@ def gradient_check(model: TalkFaceModel, b: dict[str, torch.Tensor], config: Tra
     return {**losses, **compare_gradients(kv, ref), "cache": cached_vs_plain}
 
 
+def torch_adam(model: TalkFaceModel, lr: float) -> torch.optim.Optimizer:
+    """torch's default Adam (a per-tensor loop on CPU), as FaceFormer and talkface before issue 19 made it."""
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+
 def step_fn(model: TalkFaceModel, b: dict[str, torch.Tensor], config: TrainConfig,
-            loss_fn: Callable[..., torch.Tensor], cache: FeatureCache | None = None) -> Callable[[], None]:
-    optimizer = make_optimizer(model, config.lr)
+            loss_fn: Callable[..., torch.Tensor], cache: FeatureCache | None = None,
+            fused: bool = True) -> Callable[[], None]:
+    """One training step; ``fused``: talkface's ``make_optimizer``, else torch's default Adam."""
+    optimizer = make_optimizer(model, config.lr) if fused else torch_adam(model, config.lr)
 
     def step() -> None:
         with cache_set(model, cache):
@@ -201,16 +208,16 @@ def compare(shapes: Shapes, rounds: int, log: Callable[[str], None]) -> dict[str
     one = make_batch(model, shapes, 1)
     cache = FeatureCache(CACHE_BYTES)
     runs = {"talkface": step_fn(model, one, config, loss_talkface, cache),
-            "before": step_fn(model, one, config, loss_talkface),
-            "recompute": step_fn(model, one, config, loss_recompute)}
+            "before": step_fn(model, one, config, loss_talkface, fused=False),
+            "recompute": step_fn(model, one, config, loss_recompute, fused=False),
+            "recompute_fused": step_fn(model, one, config, loss_recompute)}
     times: dict[str, list[float]] = {name: [] for name in runs}
     for fn in runs.values():
         fn()  # warm-up (allocator, numba soft-DTW kernels, the feature cache)
     for r in range(rounds):
         for name, fn in runs.items():
             times[name].append(time_call(fn))
-        log(f"  {shapes.seconds:g} s, round {r + 1}: talkface {times['talkface'][-1]:.2f} s, no cache "
-            f"{times['before'][-1]:.2f} s, recompute {times['recompute'][-1]:.2f} s")
+        log(f"  {shapes.seconds:g} s, round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
 
     def encoder_only(with_cache: FeatureCache | None) -> Callable[[], None]:
         def run() -> None:  # forward + backward; the rest of a step is decoder + loss + Adam
@@ -227,8 +234,8 @@ def compare(shapes: Shapes, rounds: int, log: Callable[[str], None]) -> dict[str
         encoder["plain"].append(time_call(enc_plain))
     med = {name: statistics.median(v) for name, v in times.items()}
     enc = {name: statistics.median(v) for name, v in encoder.items()}
-    return {"seconds": shapes.seconds, "frames": int(one["num_frames"][0]), "talkface": med["talkface"],
-            "before": med["before"], "recompute": med["recompute"], "speedup": med["recompute"] / med["talkface"],
+    return {"seconds": shapes.seconds, "frames": int(one["num_frames"][0]), **med,
+            "speedup": med["recompute"] / med["talkface"], "speedup_fused": med["recompute_fused"] / med["talkface"],
             "speedup_before": med["recompute"] / med["before"], "encoder": enc["plain"],
             "encoder_cached": enc["cached"]}
 
@@ -243,6 +250,7 @@ def breakdown(model: TalkFaceModel, b: dict[str, torch.Tensor], config: TrainCon
     """
     cache = FeatureCache(CACHE_BYTES)
     optimizer = make_optimizer(model, config.lr)
+    default_adam = torch_adam(model, config.lr)
     enc = model.audio_encoder
     frames = int(b["num_frames"].max())
     clips = [b["audio"][i, : int(n)] for i, n in enumerate(b["audio_lengths"].tolist())]
@@ -276,8 +284,12 @@ def breakdown(model: TalkFaceModel, b: dict[str, torch.Tensor], config: TrainCon
     def adam() -> None:
         optimizer.step()
 
+    def adam_default() -> None:
+        default_adam.step()
+
     whole = step_fn(model, b, config, loss_talkface, cache)
-    parts = {"cnn": cnn, "encoder": encoder, "decoder": decoder, "loss": loss, "adam": adam, "step": whole}
+    parts = {"cnn": cnn, "encoder": encoder, "decoder": decoder, "loss": loss, "adam": adam,
+             "adam_default": adam_default, "step": whole}
     for fn in parts.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in parts}
@@ -336,8 +348,8 @@ def bench(shapes: Shapes, rounds: int, batches: list[int], log: Callable[[str], 
     for batch in batches:
         b = make_batch(model, shapes, batch)
         cache = FeatureCache(CACHE_BYTES)
-        fns = {"after": step_fn(model, b, config, loss_talkface, cache), "before": step_fn(model, b, config,
-                                                                                          loss_talkface)}
+        fns = {"after": step_fn(model, b, config, loss_talkface, cache),
+               "before": step_fn(model, b, config, loss_talkface, fused=False)}
         times: dict[str, list[float]] = {name: [] for name in fns}
         for fn in fns.values():
             fn()
@@ -354,7 +366,8 @@ def bench(shapes: Shapes, rounds: int, batches: list[int], log: Callable[[str], 
     demo_result = demo_epochs(demo, log) if demo else None
     return {"shapes": shapes, "frames": rows[0]["frames"], "rounds": rounds, "rows": rows, "check": check,
             "throughput": throughput, "parts": parts, "demo": demo_result,
-            **{k: rows[0][k] for k in ("talkface", "before", "recompute", "speedup", "encoder")}}
+            **{k: rows[0][k] for k in ("talkface", "before", "recompute", "recompute_fused", "speedup",
+                                       "speedup_fused", "encoder")}}
 
 
 def _pct(part: float, whole: float) -> str:
@@ -392,11 +405,13 @@ def render(result: dict[str, Any], load: str, threads: int = THREADS, load_end: 
         f"`python benchmarks/train_step.py`: one autoregressive training step on a {shapes.seconds:g} s clip "
         f"({result['frames']} frames at 30 fps), {shapes.label}, random weights: wav2vec 2.0 (CNN frozen) → "
         "decoding every frame → soft-DTW (γ 1e-3, squared Euclidean, no band) → backward → Adam step, float32, "
-        f"train mode, {threads} threads. *Recompute* is FaceFormer's loop: the CNN every step, then "
+        f"train mode, {threads} threads. *Recompute* is FaceFormer's training step: the CNN every step, then "
         "`decode_recompute` (every step re-runs `nn.TransformerDecoderLayer` over the whole prefix and maps every "
-        "position to V·3 offsets). *talkface, no cache* is `TalkFaceModel.forward` (key/value-cached decoder) with "
-        "the CNN every step, as before issue 19; *talkface* is the same with the run's CNN feature cache warm, "
-        "as in every epoch after the first. Same weights; medians of "
+        "position to V·3 offsets), then torch's default Adam (FaceFormer's optimizer; a per-tensor loop on CPU); "
+        "*recompute, fused Adam* is the same with talkface's optimizer. *talkface before* is `TalkFaceModel.forward` "
+        "(key/value-cached decoder) with the CNN every step and torch's default Adam, as before issue 19; "
+        "*talkface* is the same with the run's CNN feature cache warm (every epoch after the first) and fused "
+        "Adam. Same weights; medians of "
         f"{result['rounds']} interleaved rounds"
         + (", timed in CPU seconds of the process (`--clock cpu`), not elapsed time." if result.get("clock") == "cpu"
            else "."),
@@ -404,16 +419,18 @@ def render(result: dict[str, Any], load: str, threads: int = THREADS, load_end: 
         f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads; load "
         f"average at start {load}{f', at the end {load_end}' if load_end else ''} (other jobs share the CPUs).",
         "",
-        "| clip (batch 1) | step | recompute (FaceFormer) | talkface, no cache | talkface | speed-up vs recompute |",
-        "|---|---|---:|---:|---:|---:|",
+        "| clip (batch 1) | step | recompute (FaceFormer) | recompute, fused Adam | talkface before | talkface "
+        "| talkface vs recompute | vs recompute, fused Adam |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["rows"]:
         clip = f"{row['seconds']:g} s, {row['frames']} frames"
         lines += [
-            f"| {clip} | whole step | {row['recompute']:.2f} s | {row['before']:.2f} s | {row['talkface']:.2f} s | "
-            f"**{row['speedup']:.1f}×** (no cache: {row['speedup_before']:.1f}×) |",
+            f"| {clip} | whole step | {row['recompute']:.2f} s | {row['recompute_fused']:.2f} s | "
+            f"{row['before']:.2f} s | {row['talkface']:.2f} s | **{row['speedup']:.2f}×** "
+            f"(before: {row['speedup_before']:.2f}×) | **{row['speedup_fused']:.2f}×** |",
             f"| {clip} | encoder fwd+bwd alone | {row['encoder']:.2f} s | {row['encoder']:.2f} s | "
-            f"{row['encoder_cached']:.2f} s | |",
+            f"{row['encoder']:.2f} s | {row['encoder_cached']:.2f} s | | |",
         ]
     cache = check["cache"]
     lines += [
@@ -424,9 +441,10 @@ def render(result: dict[str, Any], load: str, threads: int = THREADS, load_end: 
         f"With against without the cache: gradients {cache['grad_rel_diff']:.1e} relative, losses "
         f"{cache['loss_rel_diff']:.1e} relative.",
         "",
-        "Throughput of a full talkface training step (equal-length clips, padded batch), interleaved:",
+        "Throughput of a full talkface training step (equal-length clips, padded batch), interleaved; *before*: "
+        "no cache and torch's default Adam, *talkface*: cache warm and fused Adam:",
         "",
-        "| batch | no cache: s per step | clips/s | cache: s per step | clips/s | gain |",
+        "| batch | before: s per step | clips/s | talkface: s per step | clips/s | gain |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["throughput"]:
@@ -434,7 +452,8 @@ def render(result: dict[str, Any], load: str, threads: int = THREADS, load_end: 
                      f"{row['after_s']:.2f} | {row['clips_per_s']:.2f} | {row['before_s'] / row['after_s']:.2f}× |")
     if result["parts"]:
         names = {"cnn": "CNN forward (what the cache saves)", "encoder": "projection + transformer, fwd+bwd",
-                 "decoder": "decoder + vertex map, fwd+bwd", "loss": "soft-DTW, fwd+bwd", "adam": "Adam step"}
+                 "decoder": "decoder + vertex map, fwd+bwd", "loss": "soft-DTW, fwd+bwd", "adam": "Adam step (fused)",
+                 "adam_default": "Adam step, torch's default loop (before)"}
         batches = list(result["parts"])
         lines += ["", "Where a cached step's time goes, each part timed alone (medians):", "",
                   "| part | " + " | ".join(f"batch {b}" for b in batches) + " |",
@@ -443,7 +462,7 @@ def render(result: dict[str, Any], load: str, threads: int = THREADS, load_end: 
             cells = []
             for b in batches:
                 p = result["parts"][b]
-                share = "" if key == "cnn" else f" ({_pct(p[key], p['step'])})"
+                share = "" if key in ("cnn", "adam_default") else f" ({_pct(p[key], p['step'])})"
                 cells.append(f"{p[key]:.3f} s{share}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("| whole cached step | " + " | ".join(f"{result['parts'][b]['step']:.3f} s" for b in batches)

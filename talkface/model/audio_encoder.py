@@ -292,7 +292,7 @@ class AudioEncoder(nn.Module):
         self.overlap_seconds = overlap_seconds
         self.cnn_chunk_seconds = cnn_chunk_seconds
         self.feature_cache: FeatureCache | None = None  # set by training; see talkface.model.feature_cache
-        self._fingerprint: tuple[Any, str] | None = None
+        self._fingerprint: tuple[Any, str, Any] | None = None
 
     # -- geometry ---------------------------------------------------------------------------------
     @property
@@ -427,7 +427,8 @@ class AudioEncoder(nn.Module):
                                               "feat_extract_norm", "feat_extract_activation",
                                               "num_feat_extract_layers")},
             }
-            self._fingerprint = (token, weights_digest(description, tensors))
+            # the tensors are kept with the token, so their ids and addresses cannot be reused by others
+            self._fingerprint = (token, weights_digest(description, tensors), tensors)
         return self._fingerprint[1]
 
     def cnn_features(self, wav: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:

@@ -73,7 +73,13 @@ def feature_key(fingerprint: str, wav: torch.Tensor, context: str) -> str:
 def feature_context(device: torch.device) -> str:
     """Device type and autocast dtype: the CNN's rounding differs between them, so they key the cache."""
     kind = device.type
-    autocast = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+    try:
+        autocast = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+    except (AttributeError, TypeError):  # torch < 2.4: per-device functions
+        if kind == "cpu":
+            autocast = torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        else:
+            autocast = torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
     return f"{kind}:{autocast}"
 
 
