@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= demo-output
 
-.PHONY: env demo test test-all bench lint clean-env
+.PHONY: env demo test test-all bench lint clean-env gpu-check
 
 env:
 	@bash scripts/setup.sh
@@ -16,6 +16,10 @@ test: env
 
 test-all: env
 	@$(PY) -m pytest -q -m "not gpu"
+
+# GPU readiness on a bare CUDA machine (no .venv needed): one table, also written to gpu_check.md
+gpu-check:
+	PYTHONPATH=. $(or $(PYTHON),python3) benchmarks/gpu_check.py --out gpu_check.md
 
 lint: env
 	@$(PY) -m ruff check talkface tests benchmarks

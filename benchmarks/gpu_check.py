@@ -3,7 +3,7 @@ CPU, and the demo corpus trained for a few epochs with ``--amp``; one markdown t
 
 One command on a bare GPU machine (python3 with torch, transformers, numpy, numba, safetensors, typer, rich)::
 
-    PYTHONPATH=. python3 benchmarks/gpu_check.py --out gpu_check.md
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --out gpu_check.md [--write-doc]
 
 Every row degrades on its own: a missing optional package (pytest, soxr, matplotlib, ...) or a failure
 gives a row that says ``skipped: <reason>`` or ``failed: <error>``, never a crash. Without soxr the
@@ -352,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=270.0, help="seconds for the whole check")
     parser.add_argument("--cpu", action="store_true", help="without CUDA, still measure the CPU column")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and corpus (a smoke test of this script)")
+    parser.add_argument("--write-doc", action="store_true",
+                        help="also replace the '## GPU check' section of docs/benchmarks.md with the table")
     args = parser.parse_args(argv)
     budget = Budget(args.budget)
     cuda = torch.cuda.is_available()
@@ -388,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
 
         write_text_atomic(args.out, text)
         log(f"table written to {args.out}")
+    if args.write_doc and not args.quick:
+        train_step.write_section(text)
+        log("docs/benchmarks.md: '## GPU check' section replaced")
     return 0
 
 
