@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import importlib.util
 import os
 import platform
@@ -262,24 +263,30 @@ def _fft_resample(audio: np.ndarray, source_rate: int, target_rate: int = 16_000
     return out.astype(np.float32)
 
 
+# Where talkface's modules hold these functions (each imports them by name).
+RESAMPLE_USERS = ("talkface.io.audio", "talkface.data.vocaset", "talkface.synthetic.speech")
+LOSS_PLOT_USERS = ("talkface.train.loop",)
+
+
 @contextlib.contextmanager
 def bare_machine_stand_ins(notes: list[str]) -> Iterator[None]:
     """Stand-ins for optional packages a bare GPU machine may lack: soxr (resampling), matplotlib (loss.png)."""
-    import talkface.audio
-    import talkface.data.vocaset
-    import talkface.train_loop
-
-    saved = (talkface.audio.resample, talkface.data.vocaset.resample, talkface.train_loop.write_loss_plot)
+    patches: list[tuple[Any, str, Any]] = []
     if importlib.util.find_spec("soxr") is None:
-        talkface.audio.resample = talkface.data.vocaset.resample = _fft_resample
+        patches += [(importlib.import_module(m), "resample", _fft_resample) for m in RESAMPLE_USERS]
         notes.append("soxr missing: audio resampled by FFT")
     if importlib.util.find_spec("matplotlib") is None:
-        talkface.train_loop.write_loss_plot = lambda path, history: None
+        patches += [(importlib.import_module(m), "write_loss_plot", lambda path, history: None)
+                    for m in LOSS_PLOT_USERS]
         notes.append("matplotlib missing: no loss.png")
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    for module, name, value in patches:
+        setattr(module, name, value)
     try:
         yield
     finally:
-        talkface.audio.resample, talkface.data.vocaset.resample, talkface.train_loop.write_loss_plot = saved
+        for module, name, value in saved:
+            setattr(module, name, value)
 
 
 def demo_training(epochs: int, cuda: bool, cpu: bool, speakers: int, sentences: int) -> list[Row]:
@@ -386,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(rows, args.budget - budget.left())
     print(text, end="")
     if args.out:
-        from talkface.fileio import write_text_atomic
+        from talkface.io.fileio import write_text_atomic
 
         write_text_atomic(args.out, text)
         log(f"table written to {args.out}")
