@@ -48,3 +48,7 @@ class InterruptedRun(TalkfaceError):
 
     The CLI prints the message and exits 130 (the shell's code for SIGINT), not 1.
     """
+
+
+class StreamError(TalkfaceError):
+    """A live stream broke: a frame record cut short, or a reader or writer went away."""

@@ -23,7 +23,7 @@ def test_help_imports_no_heavy_module():
 
 
 def test_subcommand_help_imports_no_heavy_module():
-    for cmd in ("train", "animate", "render", "evaluate", "demo", "prepare"):
+    for cmd in ("train", "animate", "stream", "render", "evaluate", "demo", "prepare"):
         loaded = _loaded_after(
             f"import sys\nfrom talkface.cli import app\nsys.argv=['talkface','{cmd}','--help']\n"
             "try:\n    app()\nexcept SystemExit as e:\n    assert e.code == 0, e.code"

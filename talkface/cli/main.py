@@ -20,6 +20,7 @@ from talkface.cli.common import console, err
 from talkface.cli.demo import demo
 from talkface.cli.evaluate import evaluate
 from talkface.cli.prepare import prepare_app
+from talkface.cli.stream import stream
 from talkface.cli.train import train
 from talkface.errors import TalkfaceError
 
@@ -33,6 +34,7 @@ app = typer.Typer(
 app.add_typer(prepare_app, name="prepare")
 app.command()(train)
 app.command()(animate)
+app.command()(stream)
 app.command()(render)
 app.command()(evaluate)
 app.command()(info)

@@ -1,4 +1,5 @@
-"""File formats and safe writing shared by every stage: audio, meshes, animations, glTF export and atomic files."""
+"""File formats and safe writing shared by every stage: audio, meshes, animations, glTF export, atomic files and
+the live stream's wire formats (raw PCM in, frame records out)."""
 
 from talkface.io.animation import Animation, load_animation, save_animation
 from talkface.io.audio import (
@@ -21,6 +22,7 @@ from talkface.io.fileio import (
     write_bytes_atomic,
     write_text_atomic,
 )
+from talkface.io.frames import PcmDecoder, encode_frame, encode_frames, read_frames, record_size
 from talkface.io.gltf import MorphBasis, build_gltf, morph_basis, reconstruction_error, vertex_normals, write_gltf
 from talkface.io.mesh import Template, check_vertices, load_mesh, obj_text, save_obj_sequence
 
@@ -35,6 +37,8 @@ __all__ = [
     "check_vertices",
     "check_waveform",
     "check_writable_folder",
+    "encode_frame",
+    "encode_frames",
     "load_animation",
     "load_audio",
     "load_mesh",
@@ -43,7 +47,10 @@ __all__ = [
     "normalize_waveform",
     "num_motion_frames",
     "obj_text",
+    "PcmDecoder",
+    "read_frames",
     "reconstruction_error",
+    "record_size",
     "resample",
     "save_animation",
     "save_obj_sequence",

@@ -1,0 +1,96 @@
+"""The wire formats of ``talkface stream``: raw PCM in, mesh frame records out.
+
+Input: 16 kHz mono signed 16-bit little-endian PCM (``arecord -f S16_LE -r 16000 -c 1 -t raw``,
+``ffmpeg -f s16le -ar 16000 -ac 1 -``), in pieces of any size: ``PcmDecoder`` keeps an odd trailing
+byte for the next piece.
+
+Output (``--frames``): one record per frame, nothing else, no header::
+
+    uint32 little-endian frame index | V*3 float32 little-endian vertex coordinates in metres (x, y, z per vertex)
+
+so a record has ``4 + 12 V`` bytes (60280 for FLAME's 5023 vertices) and frame i is the face at
+time i / fps. ``read_frames`` reads them back; it needs V (``talkface info RUN`` shows the model's).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+
+from talkface.errors import StreamError
+from talkface.io.audio import to_float32
+
+INDEX = struct.Struct("<I")
+PCM_DTYPE = np.dtype("<i2")
+
+
+def record_size(num_vertices: int) -> int:
+    """Bytes per frame record: 4 + 12 V."""
+    return INDEX.size + 12 * num_vertices
+
+
+def encode_frame(index: int, vertices: np.ndarray) -> bytes:
+    """One record: the frame index, then (V, 3) vertices as float32 little-endian."""
+    return INDEX.pack(index) + np.ascontiguousarray(vertices, dtype="<f4").tobytes()
+
+
+def encode_frames(first: int, vertices: np.ndarray) -> bytes:
+    """Records of frames ``first .. first + n - 1`` from (n, V, 3) vertices, in one buffer."""
+    n = vertices.shape[0]
+    out = np.empty((n, record_size(vertices.shape[1])), np.uint8)
+    out[:, : INDEX.size] = np.arange(first, first + n, dtype="<u4").view(np.uint8).reshape(n, INDEX.size)
+    out[:, INDEX.size:] = np.ascontiguousarray(vertices, dtype="<f4").reshape(n, -1).view(np.uint8)
+    return out.tobytes()
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = stream.read(size - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def read_frames(stream: BinaryIO, num_vertices: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Frame records from a binary stream (a pipe, ``sys.stdin.buffer``, a file), as they arrive.
+
+    Args:
+        stream: opened for binary reading.
+        num_vertices: V of the model that wrote them.
+
+    Yields:
+        (frame index, (V, 3) float32 vertices in metres).
+
+    Raises:
+        StreamError: the stream ends inside a record (the writer died, or V is wrong).
+    """
+    size = record_size(num_vertices)
+    while True:
+        data = _read_exactly(stream, size)
+        if not data:
+            return
+        if len(data) < size:
+            raise StreamError(f"frame stream ended inside a record ({len(data)} of {size} bytes); expected records "
+                              f"of 4 + 12 x {num_vertices} bytes: check the vertex count of the model that wrote them")
+        index = INDEX.unpack_from(data)[0]
+        yield index, np.frombuffer(data, dtype="<f4", offset=INDEX.size).reshape(num_vertices, 3).astype(np.float32)
+
+
+class PcmDecoder:
+    """s16le bytes in pieces of any size -> float32 samples in [-1, 1) (an odd byte waits for the next)."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """(S,) float32 samples of ``pending + data``, keeping an odd trailing byte."""
+        data = self.pending + data
+        cut = len(data) - len(data) % 2
+        self.pending = data[cut:]
+        return to_float32(np.frombuffer(data[:cut], dtype=PCM_DTYPE).astype(np.int16))

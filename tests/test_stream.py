@@ -1,0 +1,350 @@
+"""talkface stream: the streamer against generate, its pure arithmetic, the wire formats, the command."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from talkface.config import ModelConfig
+from talkface.errors import ConfigError, StreamError
+from talkface.inference.stream import (
+    StreamConfig,
+    Streamer,
+    WindowCache,
+    auto_hop_ms,
+    feature_positions,
+    first_layer_stats,
+    frames_with_inputs,
+)
+from talkface.io.frames import PcmDecoder, encode_frame, encode_frames, read_frames, record_size
+from talkface.model import TalkFaceModel
+from talkface.model.audio_encoder import interpolate_features, normalize_audio
+
+SPEAKERS = ("alice", "bob")
+
+
+def _model(tiny_encoder_config, k: int = 0, fps: float = 30.0, seed: int = 0) -> TalkFaceModel:
+    torch.manual_seed(seed)
+    config = ModelConfig(num_vertices=10, feature_dim=16, period=int(fps) if k else 3, num_heads=4, num_layers=2,
+                         fps=fps, audio_frames_per_motion_frame=k, speakers=SPEAKERS)
+    model = TalkFaceModel(config, tiny_encoder_config).eval()
+    torch.nn.init.normal_(model.motion_head.weight, std=0.05)  # zero-initialised: would hide every difference
+    return model
+
+
+def _speech(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    voiced = np.sin(2 * np.pi * 170 * t) * np.clip(np.sin(2 * np.pi * 3.3 * t), 0, None)
+    return (0.3 * voiced + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _stream(model, audio, config, pieces, template, style=(1.0, 0.0)) -> tuple[np.ndarray, Streamer]:
+    streamer = Streamer(model, template, np.array(style, np.float32), config)
+    out, start = [], 0
+    for size in pieces:
+        out.append(streamer.push(audio[start: start + size]))
+        start += size
+    out.append(streamer.push(audio[start:]))
+    out.append(streamer.finish())
+    return np.concatenate(out), streamer
+
+
+def _random_pieces(n: int, seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(int(rng.integers(1, 4000)))
+    return sizes
+
+
+@pytest.mark.parametrize("k,fps", [(0, 30.0), (2, 25.0)])
+def test_full_context_stream_equals_generate(tiny_encoder_config, k, fps):
+    """Look-ahead and context covering the clip: the same frames as animate/generate, to 1e-5 m."""
+    model = _model(tiny_encoder_config, k, fps)
+    audio = _speech(2.3)
+    template = np.random.default_rng(1).normal(scale=0.1, size=(10, 3)).astype(np.float32)
+    offline = model.generate(torch.from_numpy(audio), torch.from_numpy(template), torch.tensor([1.0, 0.0])).numpy()
+    whole = StreamConfig(lookahead_ms=5000, context_ms=5000, memory_s=None)
+    streamed, _ = _stream(model, audio, whole, _random_pieces(audio.size, 0), template)
+    assert streamed.shape == offline.shape
+    assert np.abs(streamed - offline).max() < 1e-5
+    # the comparison is sensitive: a short look-ahead gives other numbers
+    short, _ = _stream(model, audio, StreamConfig(lookahead_ms=100, context_ms=500), [1600] * 30, template)
+    assert short.shape == offline.shape
+    assert np.abs(short - offline).max() > 1e-3
+
+
+@pytest.mark.parametrize("overrides", [
+    {"feat_extract_norm": "layer", "do_stable_layer_norm": True, "conv_bias": True},  # wav2vec 2.0 large's variant
+    {"conv_bias": True},  # group norm after a biased first conv
+])
+def test_full_context_other_encoder_variants(overrides):
+    """Per-frame layer norm in the CNN, a pre-norm transformer, conv biases: equal to generate too."""
+    from talkface.model import tiny_encoder_config
+
+    model = _model(tiny_encoder_config(**overrides))
+    audio = _speech(1.5, seed=4)
+    template = np.zeros((10, 3), np.float32)
+    offline = model.generate(torch.from_numpy(audio), torch.from_numpy(template), torch.tensor([0.0, 1.0])).numpy()
+    whole = StreamConfig(lookahead_ms=5000, context_ms=5000, memory_s=None)
+    streamed, _ = _stream(model, audio, whole, [3000] * 8, template, style=(0.0, 1.0))
+    assert streamed.shape == offline.shape
+    assert np.abs(streamed - offline).max() < 1e-5
+
+
+@pytest.mark.parametrize("k,fps", [(0, 30.0), (2, 25.0)])
+def test_frame_count_is_animates_for_any_length_and_pieces(tiny_encoder_config, k, fps):
+    model = _model(tiny_encoder_config, k, fps)
+    for length in (720, 1000, 5333, 16001):
+        audio = _speech(length / 16000, seed=length)
+        streamed, _ = _stream(model, audio, StreamConfig(lookahead_ms=100, hop_ms=40), _random_pieces(length, length),
+                              np.zeros((10, 3), np.float32))
+        assert streamed.shape[0] == model.num_frames_for(length), length
+
+
+def test_no_seams_at_pass_boundaries(tiny_encoder_config):
+    """Frame-to-frame motion where one pass hands over to the next is like the motion elsewhere."""
+    model = _model(tiny_encoder_config, seed=3)
+    audio = _speech(4.0, seed=3)
+    frames, streamer = _stream(model, audio, StreamConfig(lookahead_ms=200, hop_ms=100), [1600] * 40,
+                               np.zeros((10, 3), np.float32))
+    motion = np.linalg.norm(np.diff(frames, axis=0), axis=-1).mean(-1)  # (T-1,) step i -> i+1
+    at = sorted({b - 1 for b in streamer.boundaries if 0 < b < frames.shape[0]})
+    assert len(at) > 10
+    elsewhere = np.setdiff1d(np.arange(motion.size), at)
+    assert motion[at].mean() <= 1.25 * motion[elsewhere].mean()
+
+
+def test_bounded_decoder_memory(tiny_encoder_config):
+    model = _model(tiny_encoder_config)
+    audio = _speech(4.0)
+    template = np.zeros((10, 3), np.float32)
+    pieces = [1600] * 40
+    full, _ = _stream(model, audio, StreamConfig(memory_s=None), pieces, template)
+    wide, _ = _stream(model, audio, StreamConfig(memory_s=10.0), pieces, template)  # wider than the clip
+    narrow, _ = _stream(model, audio, StreamConfig(memory_s=0.5), pieces, template)
+    np.testing.assert_allclose(wide, full, atol=1e-6)
+    assert np.abs(narrow[:15] - full[:15]).max() < 1e-6  # identical until the window is full
+    assert np.abs(narrow - full).max() > 1e-6
+
+
+def test_window_cache_keeps_the_last_positions():
+    rng = torch.Generator().manual_seed(0)
+    cache, every = WindowCache(5), []
+    for step in range(40):
+        n = 1 + step % 3
+        k = torch.randn(1, 2, n, 4, generator=rng)
+        every.append(k)
+        keys, values = cache.extend(k, -k)
+        expect = torch.cat(every, 2)[:, :, -5:]
+        assert torch.equal(keys, expect) and torch.equal(values, -expect)
+
+
+def test_feature_positions_match_offline_interpolation():
+    """Anchor 0 is offline's align_corners mapping; other anchors continue the nominal positions."""
+    for num_cnn in (2, 7, 50, 151, 1000):
+        frames = int(num_cnn / 50 * 30)
+        if frames < 1:
+            continue
+        ramp = torch.arange(num_cnn, dtype=torch.float32)[:, None]
+        offline = interpolate_features(ramp, frames)[:, 0].double()
+        pos = feature_positions(0, frames, feature_rate=50.0, fps=30.0, anchor=0, num_cnn=num_cnn, num_frames=frames)
+        torch.testing.assert_close(pos, offline, atol=1e-4, rtol=0)
+        anchor = frames // 2
+        late = feature_positions(0, frames, feature_rate=50.0, fps=30.0, anchor=anchor, num_cnn=num_cnn,
+                                 num_frames=frames)
+        nominal = feature_positions(0, frames, feature_rate=50.0, fps=30.0)
+        assert torch.equal(late[: anchor + 1], nominal[: anchor + 1])
+        assert abs(float(late[-1]) - (num_cnn - 1)) < 1e-9 or frames - 1 == anchor
+        assert bool((late.diff() > 0).all()) and float(late.max()) <= num_cnn - 1 + 1e-9
+
+
+def test_frames_with_inputs_is_the_last_interpolable_frame():
+    for num_cnn in range(0, 200):
+        count = frames_with_inputs(num_cnn, 50.0, 30.0, 0)
+        brute = sum(1 for e in range(400) if np.ceil(e * 50 / 30 - 1e-9) <= num_cnn - 1)
+        assert count == brute
+        assert frames_with_inputs(num_cnn, 50.0, 25.0, 2) == num_cnn
+
+
+def test_first_layer_stats_from_running_sums(tiny_encoder_config):
+    model = _model(tiny_encoder_config)
+    conv = model.audio_encoder.wav2vec2.feature_extractor.conv_layers[0].conv
+    wav = torch.from_numpy(_speech(1.0)) * 3 + 0.2
+    u = torch.nn.functional.conv1d(wav[None, None], conv.weight, stride=conv.stride)[0].double()
+    m, s, mean, var = first_layer_stats(float(wav.double().sum()), float((wav.double() ** 2).sum()), wav.numel(),
+                                        u.sum(1), (u * u).sum(1), u.shape[1], conv.weight.double().sum((1, 2)),
+                                        None, True, 1e-7)
+    y = conv(normalize_audio(wav)[None, None])[0]  # brute force: normalise, convolve, take statistics
+    torch.testing.assert_close(mean[:, 0], y.mean(1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(var[:, 0], y.var(1, unbiased=False), atol=1e-5, rtol=1e-4)
+
+
+def test_stream_config_refuses_bad_values():
+    for kw in ({"lookahead_ms": -1}, {"hop_ms": float("nan")}, {"memory_s": 0}):
+        with pytest.raises(ConfigError):
+            StreamConfig(**kw)
+
+
+# ------------------------------------------------------------------------------------ wire formats
+
+
+def test_frame_records_round_trip_and_truncation():
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(5, 7, 3)).astype(np.float32)
+    data = encode_frames(3, frames[:2]) + b"".join(encode_frame(5 + i, f) for i, f in enumerate(frames[2:]))
+    assert len(data) == 5 * record_size(7) == 5 * (4 + 84)
+    back = list(read_frames(io.BytesIO(data), 7))
+    assert [i for i, _ in back] == [3, 4, 5, 6, 7]
+    np.testing.assert_array_equal(np.stack([v for _, v in back]), frames)
+    with pytest.raises(StreamError, match="ended inside a record"):
+        list(read_frames(io.BytesIO(data[:-3]), 7))
+
+
+def test_pcm_decoder_any_split():
+    rng = np.random.default_rng(1)
+    pcm = rng.integers(-32768, 32767, size=999, dtype=np.int16).astype("<i2").tobytes()
+    whole = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
+    for _ in range(20):
+        cuts = sorted(rng.integers(0, len(pcm), size=7))
+        decoder = PcmDecoder()
+        parts = [decoder.decode(pcm[a:b]) for a, b in zip([0, *cuts], [*cuts, len(pcm)], strict=True)]
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
+        assert decoder.pending == b""
+    decoder = PcmDecoder()
+    assert decoder.decode(pcm[:3]).size == 1 and decoder.pending == pcm[2:3]  # mid-sample: waits
+
+
+def test_auto_hop_is_the_fewest_frames_covering_the_margin():
+    for seconds in (0.0, 0.001, 0.02, 0.05, 0.3):
+        hop = auto_hop_ms(seconds, 1000 / 30)
+        frames = round(hop * 30 / 1000)
+        assert frames >= 1 and hop >= 1.5 * seconds * 1000 - 1e-6
+        assert frames == 1 or (frames - 1) * 1000 / 30 < 1.5 * seconds * 1000
+
+
+# ------------------------------------------------------------------------------------ the command
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    from talkface.model import tiny_encoder_config
+    from talkface.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    config = ModelConfig(num_vertices=10, feature_dim=16, period=3, num_heads=4, num_layers=1, fps=30.0,
+                         speakers=SPEAKERS)
+    model = TalkFaceModel(config, tiny_encoder_config()).eval()
+    torch.nn.init.normal_(model.motion_head.weight, std=0.05)
+    folder = tmp_path_factory.mktemp("run")
+    save_checkpoint(folder / "best.safetensors", model)
+    rng = np.random.default_rng(1)
+    np.savez(folder / "templates.npz", **{s: rng.normal(scale=0.1, size=(10, 3)).astype(np.float32) for s in SPEAKERS})
+    return folder
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen([sys.executable, "-m", "talkface", "stream", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **kw)
+
+
+def _pcm(audio: np.ndarray) -> bytes:
+    return np.clip(np.round(audio * 32768), -32768, 32767).astype("<i2").tobytes()  # exact for 16-bit samples
+
+
+def test_stdin_pcm_to_frames_and_out_like_animate(run, tmp_path):
+    """stdin PCM with an odd byte count: stdout holds only frame records, as many as animate makes."""
+    from talkface.io.audio import load_audio, write_wav
+    from talkface.workflows import animate_files
+
+    wav = write_wav(tmp_path / "a.wav", _speech(2.0))
+    audio = load_audio(wav)  # what animate reads from the file: the same samples as the PCM below
+    animate_files([wav], checkpoint=run, style="alice", out=tmp_path / "offline.npz", device="cpu")
+    offline = np.load(tmp_path / "offline.npz")["vertices"]
+    proc = _cli("-", "--checkpoint", str(run), "--style", "alice", "--frames", "-", "--out", str(tmp_path / "s.npz"),
+                "--lookahead-ms", "5000", "--context-ms", "5000", "--memory-s", "0", "--hop-ms", "50")
+    out, err = proc.communicate(_pcm(audio) + b"\x07", timeout=300)
+    assert proc.returncode == 0, err.decode()
+    frames = list(read_frames(io.BytesIO(out), 10))  # raises if anything but whole records is on stdout
+    assert [i for i, _ in frames] == list(range(offline.shape[0]))
+    streamed = np.stack([v for _, v in frames])
+    assert np.abs(streamed - offline).max() < 1e-5  # whole-clip context: animate's frames
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["vertices"], streamed)
+    assert b"middle of a sample" in err
+
+
+def test_sigterm_saves_what_was_streamed(run, tmp_path):
+    proc = _cli("-", "--checkpoint", str(run), "--style", "bob", "--frames", "-", "--out", str(tmp_path / "p.npy"),
+                "--lookahead-ms", "100", "--hop-ms", "50")
+    pcm = _pcm(_speech(3.0))
+    reader = []
+    import threading
+
+    thread = threading.Thread(target=lambda: reader.extend(read_frames(proc.stdout, 10)), daemon=True)
+    thread.start()
+    proc.stdin.write(pcm[: len(pcm) // 2])
+    proc.stdin.flush()
+    deadline = time.time() + 240
+    while len(reader) < 10 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert len(reader) >= 10, proc.stderr.read().decode() if proc.poll() is not None else "no frames"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    thread.join(timeout=30)
+    assert proc.returncode == 143, proc.stderr.read().decode()
+    saved = np.load(tmp_path / "p.npy")
+    assert saved.shape == (len(reader), 30)  # everything streamed, nothing more
+    np.testing.assert_array_equal(saved.reshape(-1, 10, 3), np.stack([v for _, v in reader]))
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically: no temporary left
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--style", "zed"], "unknown style 'zed'"),
+    (["--style", "all"], "stream animates one"),
+    (["--style", "alice", "--out", "x.obj"], "unknown format '.obj'"),
+    (["--style", "alice", "--subject", "nobody"], "no template for subject 'nobody'"),
+])
+def test_refuses_what_animate_refuses(run, tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from talkface.cli import app
+    from talkface.io.audio import write_wav
+
+    wav = write_wav(tmp_path / "a.wav", _speech(0.5))
+    args = [a if a != "x.obj" else str(tmp_path / "x.obj") for a in args]
+    result = CliRunner().invoke(app, ["stream", str(wav), "--checkpoint", str(run), "--frames", str(tmp_path / "f"),
+                                      *args])
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    if "--style" in args and args[1] == "zed":  # the same words as animate
+        other = CliRunner().invoke(app, ["animate", str(wav), "--checkpoint", str(run), "--style", "zed", "--out",
+                                         str(tmp_path / "o.npz")])
+        assert message in other.output
+
+
+def test_refuses_short_silent_and_missing_audio(run, tmp_path):
+    from typer.testing import CliRunner
+
+    from talkface.cli import app
+    from talkface.io.audio import write_wav
+
+    silent = write_wav(tmp_path / "s.wav", np.zeros(8000, np.float32))
+    short = write_wav(tmp_path / "t.wav", _speech(0.01))
+    for path, message in ((silent, "is silent"), (short, "too short"), (tmp_path / "none.wav", "no such audio file")):
+        result = CliRunner().invoke(app, ["stream", str(path), "--checkpoint", str(run), "--style", "alice",
+                                          "--frames", str(tmp_path / "f")])
+        assert result.exit_code == 1 and message in result.output, result.output
+    proc = _cli("-", "--checkpoint", str(run), "--style", "alice", "--frames", "-")
+    out, err = proc.communicate(b"\0" * 16000, timeout=300)  # digital silence on stdin, as animate refuses a file
+    assert proc.returncode == 1 and b"is silent" in err, err.decode()
