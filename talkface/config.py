@@ -8,6 +8,7 @@ typo in a config file is an error, not a silently ignored setting. ``load_train_
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import tomllib
@@ -43,9 +44,43 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
         raise ConfigError(f"{cls.__name__}: {e}") from e
 
 
+def check_number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, integer: bool = False) -> float:
+    """The one check of every number talkface reads (flag, config file, data file): finite and in range.
+
+    NaN passes every ``<``/``<=`` test with False, so ``if x <= 0: raise`` lets it through; this checks
+    finiteness first. Booleans are refused (``true`` is not 1 here).
+
+    Args:
+        value: the number as read.
+        name: what to name in the message (``--fps``, ``gamma``, ``clip.npz: fps``).
+        low / high: inclusive bounds (``low_open``: ``value > low``).
+        integer: also require an integer value.
+
+    Returns:
+        ``value`` as a float (or int when ``integer``).
+
+    Raises:
+        ConfigError: not a number, NaN/inf, not an integer, or out of range.
+    """
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if integer and number != int(number):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if low is not None and (number <= low if low_open else number < low):
+        raise ConfigError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+    if high is not None and number > high:
+        raise ConfigError(f"{name} must be <= {high:g}, got {value!r}")
+    return int(number) if integer else number
+
+
 def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    check_number(value, name, low=0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -89,7 +124,7 @@ class ModelConfig:
             raise ConfigError(
                 f"ModelConfig.feature_dim ({self.feature_dim}) must be divisible by num_heads ({self.num_heads})"
             )
-        if not 0.0 <= self.dropout < 1.0:
+        if check_number(self.dropout, "ModelConfig.dropout", low=0.0) >= 1.0:
             raise ConfigError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         _positive("ModelConfig.fps", self.fps)
         if not isinstance(self.audio_frames_per_motion_frame, int) or self.audio_frames_per_motion_frame < 0:
@@ -114,6 +149,7 @@ class ModelConfig:
 
 
 LOSSES = ("softdtw", "mse", "softdtw+mse")
+SEED_LIMIT = 2**32  # numpy's RandomState takes seeds in [0, 2**32)
 COSTS = ("sqeuclidean", "euclidean")
 
 
@@ -161,8 +197,10 @@ class TrainConfig:
             raise ConfigError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
         if self.cost not in COSTS:
             raise ConfigError(f"cost must be one of {list(COSTS)}, got {self.cost!r}")
-        if not (isinstance(self.gamma, (int, float)) and math.isfinite(self.gamma) and 0 < self.gamma <= 10):
-            raise ConfigError(f"gamma must be in (0, 10], got {self.gamma!r} (the paper uses 1e-3)")
+        try:
+            check_number(self.gamma, "gamma", low=0, low_open=True, high=10)
+        except ConfigError:
+            raise ConfigError(f"gamma must be in (0, 10], got {self.gamma!r} (the paper uses 1e-3)") from None
         for name in ("batch_size", "epochs", "grad_accum"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -170,12 +208,10 @@ class TrainConfig:
         _positive("lr", self.lr)
         if self.band is not None and (not isinstance(self.band, int) or self.band < 0):
             raise ConfigError(f"band must be a non-negative number of frames, got {self.band!r}")
-        if self.mse_weight < 0:
-            raise ConfigError(f"mse_weight must be >= 0, got {self.mse_weight}")
-        if not (isinstance(self.feature_cache_mb, (int, float)) and math.isfinite(self.feature_cache_mb)
-                and self.feature_cache_mb >= 0):
-            raise ConfigError(f"feature_cache_mb must be a number of MiB >= 0 (0: no memory tier), "
-                              f"got {self.feature_cache_mb!r}")
+        check_number(self.mse_weight, "mse_weight", low=0)
+        check_number(self.feature_cache_mb, "feature_cache_mb (MiB; 0: no memory tier)", low=0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
+            raise ConfigError(f"seed must be an integer in [0, {SEED_LIMIT - 1}] (numpy's range), got {self.seed!r}")
 
 
 # ------------------------------------------------------------------------------------ train config files
@@ -302,18 +338,17 @@ def load_run_values(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         ConfigError: ``config.json`` exists but is not a talkface run config.
     """
-    import json
-
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         return {}
-    try:
+    try:  # the bottom-level twin of io.fileio.reading (talkface.io imports this module)
         saved = json.loads(path.read_text(encoding="utf-8"))
         values = dict(saved["train"])
         model = saved["model"]
         values["model"] = {k: model[k] for k in MODEL_OVERRIDE_KEYS if k in model}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{path}: not a talkface run config ({e}); resume a run folder written by "
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        reason = f"missing entry {e}" if isinstance(e, KeyError) else str(e)
+        raise ConfigError(f"{path}: cannot read a talkface run config ({reason}); resume a run folder written by "
                           "`talkface train`") from e
     if saved.get("preset") is not None:
         values["preset"] = saved["preset"]

@@ -16,11 +16,11 @@ import numpy as np
 
 from talkface.errors import ConfigError, TalkfaceError, TemplateError
 from talkface.evaluate.evaluation import evaluate
-from talkface.inference.generate import animate, choose_template, make_animation, parse_style
+from talkface.inference.generate import animate, check_finite_output, choose_template, make_animation, parse_style
 from talkface.inference.stream import StreamConfig, Streamer, auto_hop_ms, measure_pass_seconds
 from talkface.io.animation import load_animation, save_animation
 from talkface.io.audio import MIN_SAMPLES, SAMPLE_RATE, check_not_silent, check_waveform, load_audio
-from talkface.io.fileio import atomic_path, check_output_path
+from talkface.io.fileio import atomic_folder, atomic_path, check_output_path, check_paths, read_npy
 from talkface.io.gltf import write_gltf
 from talkface.io.mesh import load_mesh, save_obj_sequence
 from talkface.model.checkpoint import load_checkpoint
@@ -29,7 +29,7 @@ from talkface.runtime import resolve_device
 from talkface.train.runs import load_run_assets
 
 __all__ = ["AnimateResult", "animate_files", "evaluate", "expand_audio_inputs", "load_animation_for_render",
-           "output_path", "render_animation", "write_animation_file"]
+           "load_ground_truth", "output_path", "render_animation", "write_animation_file"]
 
 ANIMATION_SUFFIXES = (".npz", ".npy", ".obj", ".glb", ".gltf")
 
@@ -79,9 +79,8 @@ def write_animation_file(path: Path, animation: Any, *, overwrite: bool, base: n
         raise ConfigError(f"{path}: unknown output format {suffix!r}; use {', '.join(ANIMATION_SUFFIXES)}")
     if suffix == ".obj":
         folder = path.with_suffix("")
-        if folder.exists() and any(folder.iterdir()) and not overwrite:
-            raise TemplateError(f"{folder}: OBJ folder is not empty; pass --overwrite")
-        save_obj_sequence(folder, animation.vertices, animation.faces)
+        with atomic_folder(folder, overwrite=overwrite) as tmp:  # all frames or none (full disk, Ctrl-C)
+            save_obj_sequence(tmp, animation.vertices, animation.faces)
         return folder
     check_output_path(path, overwrite=overwrite)
     if suffix in (".glb", ".gltf"):
@@ -122,6 +121,9 @@ def animate_files(
     assets = load_run_assets(checkpoint if checkpoint.is_dir() else checkpoint.parent)
     styles = parse_style(style, model.config.speakers)
     single = len(inputs) == 1 and len(styles) == 1
+    planned = {(a, s.label): output_path(out, a, s.label if len(styles) > 1 else None, single, fmt)
+               for a in inputs for s in styles}
+    check_animate_paths(inputs, planned, checkpoint=checkpoint, template=template, render=render)
     results = []
     for audio_path in inputs:
         result = AnimateResult(audio_path)
@@ -131,10 +133,11 @@ def animate_files(
                 name, tmpl, faces = choose_template(assets.templates, subject=subject, style=s,
                                                     speakers=model.config.speakers, template_file=template,
                                                     num_vertices=model.config.num_vertices)
-                vertices = animate(model, audio, tmpl, s, device=device)
+                vertices = check_finite_output(animate(model, audio, tmpl, s, device=device), model,
+                                               checkpoint=checkpoint, audio=audio_path)
                 anim = make_animation(vertices, model.config.fps, faces if faces is not None else assets.faces,
                                       style=s.label, subject=name, audio=str(audio_path), checkpoint=str(checkpoint))
-                path = output_path(out, audio_path, s.label if len(styles) > 1 else None, single, fmt)
+                path = planned[(audio_path, s.label)]
                 result.outputs.append(write_animation_file(path, anim, overwrite=overwrite, base=tmpl))
                 if render:
                     result.outputs.append(render_animation(anim, path.with_suffix(".mp4"), audio_path, overwrite))
@@ -144,6 +147,32 @@ def animate_files(
     return results
 
 
+def check_animate_paths(inputs: list[Path], planned: dict[tuple[Path, str | None], Path], *, checkpoint: Path,
+                        template: Path | None, render: bool) -> None:
+    """Every file ``animate`` will write, against its inputs and each other (``fileio.check_paths``).
+
+    An ``.obj`` output is a folder of frames, and ``--render`` adds an ``.mp4`` beside each output.
+
+    Raises:
+        OutputError: an output is an input, lies in the run folder, or two inputs share an output.
+    """
+    labels = list(dict.fromkeys(label for _, label in planned))
+    outputs: dict[str, Any] = {}
+    folders: list[str] = []
+    for number, audio in enumerate(inputs, 1):  # by position: an input given twice collides with itself
+        for label in labels:
+            path = planned[(audio, label)]
+            name = f"--out (for input {number}, {audio.name}{f' in style {label}' if label else ''})"
+            if path.suffix.lower() == ".obj":
+                outputs[name], folders = path.with_suffix(""), [*folders, name]
+            else:
+                outputs[name] = path
+            if render:
+                outputs[f"{name} --render"] = path.with_suffix(".mp4")
+    check_paths({"AUDIO": list(inputs), "--checkpoint": checkpoint, "--template": template}, outputs,
+                output_folders=tuple(folders))
+
+
 def render_animation(animation: Any, out: Path, audio: Path | None, overwrite: bool, **config: Any) -> Path:
     """Render with the default (VOCA-like) camera to ``out`` (.mp4) with ``audio`` muxed in."""
     if animation.faces is None:
@@ -151,15 +180,46 @@ def render_animation(animation: Any, out: Path, audio: Path | None, overwrite: b
     return render_video(animation, out, audio=audio, config=RenderConfig(**config), overwrite=overwrite)
 
 
-def load_animation_for_render(path: Path, *, template: Path | None, fps: float | None) -> Any:
-    """Read an animation and make sure it has faces (from the file or ``template``)."""
+def load_ground_truth(path: Path, prediction: Any, *, template: Path | None) -> Any:
+    """Read ``render --compare GT``: an animation, a FaceFormer ``.npy`` or a prepared clip (``DATA/clips/*.npz``).
+
+    GT keeps its own frame rate (a ``.npy`` has none: it takes the prediction's); faces come from
+    ``template``, GT itself, the prediction, or the prepared dataset GT belongs to.
+
+    Raises:
+        ConfigError: GT's frame rate differs from the prediction's (re-timing would show the wrong motion).
+        TemplateError: unreadable GT, or no faces anywhere.
+    """
+    from dataclasses import replace
+
+    gt = load_animation(path, fps=prediction.fps if path.suffix.lower() == ".npy" else None)
+    faces = None
+    if template is not None:
+        faces = load_mesh(template, num_vertices=gt.vertices.shape[1]).faces
+    dataset_faces = path.parent.parent / "faces.npy"
+    if faces is None and gt.faces is None and prediction.faces is None and dataset_faces.is_file():
+        faces = read_npy(dataset_faces, "mesh faces", TemplateError, "prepare the dataset again")
+    gt = replace(gt, faces=faces if faces is not None else (gt.faces if gt.faces is not None else prediction.faces))
+    if gt.faces is None:
+        raise TemplateError(f"{path}: --compare has no faces, nor has the prediction; pass --template MESH")
+    if abs(gt.fps - prediction.fps) > 1e-6:
+        raise ConfigError(f"--compare {path} is at {gt.fps:g} fps, the prediction at {prediction.fps:g} fps; "
+                          "render ground truth and prediction at the same frame rate (resample one of them)")
+    return gt
+
+
+def load_animation_for_render(path: Path, *, template: Path | None, fps: float | None, need_faces: bool = True) -> Any:
+    """Read an animation and make sure it has faces (from the file or ``template``; with ``need_faces=False``
+    they may come from the ground truth later, see ``load_ground_truth``)."""
+    from dataclasses import replace
+
     anim = load_animation(path, fps=fps)
     if template is not None:
         mesh = load_mesh(template, num_vertices=anim.vertices.shape[1])
         if mesh.faces is None:
             raise TemplateError(f"{template}: mesh has no faces; use an .obj/.ply with the topology")
         anim = replace(anim, faces=mesh.faces)
-    if anim.faces is None:
+    if anim.faces is None and need_faces:
         raise TemplateError(f"{path}: no faces stored; pass --template MESH with the topology (e.g. FLAME_sample.ply)")
     return anim
 

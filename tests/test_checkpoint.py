@@ -177,3 +177,35 @@ def test_truncated_json_header(tmp_path, model):
     (tmp_path / "bad.safetensors").write_bytes(data[:8] + data[8: 8 + n // 2].ljust(n) + data[8 + n:])
     with pytest.raises(CheckpointError, match="unreadable header"):
         read_checkpoint_meta(tmp_path / "bad.safetensors")
+
+
+# --------------------------------------------------------------------------------------------- issue 15
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_checkpoint_loads_as_float32(tmp_path, model, dtype):
+    """A checkpoint halved to save space runs as float32: the same output as the float32 model whose weights
+    went through the same rounding (the oracle), not a dtype error in the forward pass."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    halved = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    save_file(halved, str(tmp_path / "half.safetensors"), metadata=metadata)
+    loaded, _ = load_checkpoint(tmp_path / "half.safetensors")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in halved.items()})
+    audio, template, style = torch.randn(8000) * 0.1, torch.randn(10, 3), torch.tensor([1.0, 0.0, 0.0])
+    assert torch.equal(model.generate(audio, template, style), loaded.generate(audio, template, style))
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002])
+def test_checkpoint_file_follows_the_umask(tmp_path, model, mask):
+    import os
+
+    previous = os.umask(mask)
+    try:
+        path = save_checkpoint(tmp_path / "m.safetensors", model)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # safetensors alone leaves 0600 (issue 15)

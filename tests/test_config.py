@@ -140,5 +140,42 @@ def test_resumed_run_settings_sit_between_defaults_and_file(tmp_path):
     assert options["model_overrides"]["feature_dim"] == 32 and options["model_overrides"]["dropout"] == 0.0
     assert options["device"] == "auto"  # not carried over: a run may continue elsewhere
     (run / "config.json").write_text("{}")
-    with pytest.raises(ConfigError, match="not a talkface run config"):
+    with pytest.raises(ConfigError, match="cannot read a talkface run config"):
         load_run_values(run)
+
+
+# --------------------------------------------------------------------------------------------- issue 15
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), True, "3", None])
+def test_check_number_refuses_what_comparisons_let_through(value):
+    from talkface.config import check_number
+
+    with pytest.raises(ConfigError, match="--fps"):
+        check_number(value, "--fps", low=0, low_open=True)
+
+
+def test_check_number_ranges():
+    from talkface.config import check_number
+
+    assert check_number(30, "fps", low=0, low_open=True) == 30.0
+    assert check_number(0, "w", low=0) == 0.0
+    with pytest.raises(ConfigError, match="> 0"):
+        check_number(0, "fps", low=0, low_open=True)
+    with pytest.raises(ConfigError, match="<= 10"):
+        check_number(11, "gamma", high=10)
+    with pytest.raises(ConfigError, match="whole"):
+        check_number(2.5, "n", integer=True)
+
+
+@pytest.mark.parametrize("field, value", [("mse_weight", float("nan")), ("lr", float("nan")), ("gamma", float("inf")),
+                                          ("seed", -1), ("seed", 2**32), ("seed", True)])
+def test_train_config_refuses_non_finite_and_out_of_range(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_model_config_refuses_nan_dropout_and_fps():
+    from talkface.config import ModelConfig
+
+    for field in ("dropout", "fps"):
+        with pytest.raises(ConfigError, match=field):
+            ModelConfig(num_vertices=5, speakers=("a",), **{field: float("nan")})

@@ -90,3 +90,42 @@ def without_key_biases(name: str, tensor):
         d = tensor.shape[0] // 3
         return tensor[[*range(d), *range(2 * d, 3 * d)]]
     return tensor
+
+
+def _torchrun(data: Path, run: Path, options: dict, **popen: object) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             str(JOB), str(data), str(run), json.dumps(options)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+
+
+# ~60-90 s (three two-process jobs): issue 15 asks for the gloo test to kill and resume.
+def test_torchrun_sigkill_then_resume_is_bit_identical(tmp_path):
+    """Dropout on: rank 1's masks come from its own generators, which only its rng-rank1.pt restores."""
+    import signal
+
+    import torch
+    from safetensors.torch import load_file
+
+    from talkface.train.state import rank_rng_file, read_position
+
+    data = train_job.make_tiny_data(tmp_path / "corpus")
+    options = {"config": {"batch_size": 2, "epochs": 2}, "state_every_steps": 1}  # 4 optimizer steps in all
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    _finish(_torchrun(data, reference, options))
+    # the job SIGKILLs torchrun and both ranks once step 3 is saved
+    job = _torchrun(data, run, {**options, "kill_group_at_step": 3})
+    _, stderr = job.communicate(timeout=300)
+    assert job.returncode == -signal.SIGKILL, stderr.decode()[-3000:]
+    saved = read_position(run)
+    assert saved is not None and saved.global_step == 3, "the job must die mid-run for this test to mean anything"
+    assert rank_rng_file(run, 1).is_file()
+    _finish(_torchrun(data, run, {**options, "resume": True}))
+    wa, wb = (load_file(str(r / "last.safetensors")) for r in (reference, run))
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} of {len(wa)} tensors differ after the resume, e.g. {different[:3]}"

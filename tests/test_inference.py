@@ -48,3 +48,23 @@ def test_evaluation_styles_follow_faceformer_protocol():
     unseen = evaluation_styles("Q", SPEAKERS)
     assert [s.label for s in unseen] == list(SPEAKERS)
     np.testing.assert_array_equal(np.stack([s.weights for s in unseen]), np.eye(3))
+
+
+def test_non_finite_output_names_the_nan_weights(tiny_model_config, tiny_encoder_config):
+    import torch
+
+    from talkface.errors import CheckpointError
+    from talkface.inference import check_finite_output
+    from talkface.model import TalkFaceModel
+
+    model = TalkFaceModel(tiny_model_config, tiny_encoder_config)
+    good = np.zeros((3, 10, 3), np.float32)
+    assert check_finite_output(good, model, checkpoint="ckpt", audio="a.wav") is good
+    bad = good.copy()
+    bad[1, 2, 0] = np.inf
+    with pytest.raises(CheckpointError, match="ckpt.*a.wav.*weights are finite"):
+        check_finite_output(bad, model, checkpoint="ckpt", audio="a.wav")
+    with torch.no_grad():
+        model.motion_head.weight.fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="weights hold NaN/inf.*motion_head.weight"):
+        check_finite_output(bad, model, checkpoint="ckpt", audio="a.wav")

@@ -133,3 +133,40 @@ def test_make_optimizer_is_adam(tiny_model_config, tiny_encoder_config):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-9, msg=name)
     frozen = [p for p in a.audio_encoder.wav2vec2.feature_extractor.parameters()]
     assert not any(p is q for p in frozen for q in opt_a.param_groups[0]["params"])
+
+
+@pytest.mark.parametrize("fail_at_epoch, overwrite", [(1, False), (1, True), (2, False)])
+def test_full_disk_leaves_no_half_made_run_but_keeps_a_resumable_one(tiny_data, tmp_path, monkeypatch, fail_at_epoch,
+                                                                    overwrite):
+    """A fresh run is built in a hidden folder and renamed at its first saved state: a full disk before that
+    leaves nothing (and an old run under --overwrite untouched); later, the run keeps its saved state and the
+    error says how to resume (issue 15)."""
+    import errno
+
+    import talkface.train.loop as loop
+    from talkface.model import tiny_encoder_config
+    from talkface.train import train
+
+    real = loop.save_checkpoint
+
+    def disk_fills(path, model, *, extra=None):
+        if extra and extra.get("epoch") == fail_at_epoch:
+            raise OutputError(f"{path}: cannot write ({errno.errorcode[errno.ENOSPC]}); choose a writable output "
+                              "folder with free space")
+        return real(path, model, extra=extra)
+
+    monkeypatch.setattr(loop, "save_checkpoint", disk_fills)
+    run = tmp_path / "run"
+    if overwrite:
+        run.mkdir()
+        (run / "old.txt").write_text("the previous run")
+    with pytest.raises(OutputError) as info:
+        train(tiny_data, run, TrainConfig(epochs=3, band=2, encoder="tiny"), encoder_config=tiny_encoder_config(),
+              device="cpu", overwrite=overwrite)
+    if overwrite:
+        assert [p.name for p in tmp_path.iterdir()] == ["run"] and [p.name for p in run.iterdir()] == ["old.txt"]
+    elif fail_at_epoch == 1:
+        assert not run.exists() and list(tmp_path.iterdir()) == []
+    else:
+        assert (run / "state.pt").is_file() and "--resume" in str(info.value)
+        assert not [p for p in run.iterdir() if ".tmp-" in p.name]

@@ -135,3 +135,77 @@ def test_probe_errors(tmp_path: Path) -> None:
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(RenderError):
         probe_mp4(junk)
+
+
+# --------------------------------------------------------------------------------------------- issue 15
+_STUCK_RENDER = """
+import sys, time
+import numpy as np
+from talkface.cli.common import sigterm_as_interrupt
+from talkface.render.video import write_mp4
+
+def frames():
+    for _ in range(3):  # larger than the pipe's write buffer: ffmpeg has really received frames
+        yield np.zeros((128, 128, 3), np.uint8)
+    time.sleep(1.0)  # ffmpeg has read and encoded them
+    print("encoding", flush=True)
+    time.sleep(600)  # a render that is still going when it is stopped
+
+try:
+    with sigterm_as_interrupt():
+        write_mp4(frames(), 30.0, sys.argv[1], num_frames=100)
+except KeyboardInterrupt:
+    sys.exit(143)
+"""
+
+
+def _ffmpeg_child(proc: subprocess.Popen) -> int:
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "encoding"
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def _gone(pid: int, seconds: float = 20.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        except FileNotFoundError:
+            return True
+        if state == "Z":  # dead, waiting for its (new) parent to reap it
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux only: PR_SET_PDEATHSIG and /proc")
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_ffmpeg_never_outlives_a_stopped_render(tmp_path, how):
+    """SIGTERM unwinds like Ctrl-C (ffmpeg killed, temp mp4 deleted, exit 143); after SIGKILL, which no handler
+    sees, the kernel kills ffmpeg because it asked for a death signal, so no orphan finalises the temp file."""
+    import os
+    import signal
+    import sys
+
+    out = tmp_path / "video.mp4"
+    proc = subprocess.Popen([sys.executable, "-c", _STUCK_RENDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        ffmpeg = _ffmpeg_child(proc)
+        os.kill(proc.pid, getattr(signal, how))
+        code = proc.wait(timeout=60)
+        assert code == (143 if how == "SIGTERM" else -signal.SIGKILL)
+        assert _gone(ffmpeg), "ffmpeg outlived its parent"
+        if how == "SIGTERM":
+            assert list(tmp_path.iterdir()) == []  # the temp mp4 was removed, nothing was finalised
+        else:
+            assert not out.exists()
+            # an orphan would see EOF on its stdin and finalise the temp mp4 into a playable 1-frame video
+            for leftover in tmp_path.iterdir():
+                with pytest.raises(RenderError):
+                    probe_mp4(leftover)
+    finally:
+        proc.kill()
+        proc.wait()

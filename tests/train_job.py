@@ -66,7 +66,30 @@ def main(argv: list[str]) -> None:
     data, run, options = Path(argv[0]), Path(argv[1]), json.loads(argv[2])
     config = tiny_config(**options.get("config", {}))
     train(data, run, config, resume=options.get("resume", False), overwrite=options.get("overwrite", False),
-          state_every_steps=options.get("state_every_steps"), **tiny_kwargs(options.get("dropout", True)))
+          state_every_steps=options.get("state_every_steps"), on_progress=_killer(options.get("kill_group_at_step")),
+          **tiny_kwargs(options.get("dropout", True)))
+
+
+def _killer(global_step: int | None) -> Any:
+    """An on_progress (rank 0) that SIGKILLs torchrun and every rank (Linux: via /proc) once the
+    state of optimizer step ``global_step`` is saved: a deterministic "power cut" in the middle of a run."""
+    import os
+    import signal
+
+    per_epoch: list[int] = []
+
+    def on_progress(event: dict[str, Any]) -> None:
+        if event["event"] == "start":
+            per_epoch.append(event["steps_per_epoch"])
+        elif global_step and event["event"] == "step" and \
+                (event["epoch"] - 1) * per_epoch[0] + event["step"] >= global_step:
+            launcher = os.getppid()  # torchrun, whose workers each run in their own process group
+            ranks = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
+            os.kill(launcher, signal.SIGKILL)
+            for pid in sorted(map(int, ranks), key=lambda p: p == os.getpid()):  # this rank last
+                os.kill(pid, signal.SIGKILL)
+
+    return on_progress
 
 
 if __name__ == "__main__":

@@ -7,7 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from talkface.cli.common import DeviceOpt, InFile, OverwriteOpt, console, err, handle_errors, progress_bar
+from talkface.cli.common import (
+    DeviceOpt,
+    InFile,
+    OverwriteOpt,
+    console,
+    err,
+    handle_errors,
+    positive_flag,
+    progress_bar,
+)
+from talkface.io.fileio import check_paths
 
 
 @handle_errors
@@ -55,7 +65,7 @@ def render(
     out: Annotated[Path, typer.Option(resolve_path=True, help="Output .mp4.")],
     audio: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Audio to mux in.")] = None,
     template: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Mesh with the faces (for .npy input).")] = None,
-    fps: Annotated[float | None, typer.Option(help="Frame rate (required for .npy).")] = None,
+    fps: Annotated[float | None, typer.Option(callback=positive_flag, help="Frame rate (required for .npy).")] = None,
     size: Annotated[int, typer.Option(help="Image size in pixels (square).")] = 800,
     background: Annotated[str, typer.Option(help="black, white or #rrggbb.")] = "black",
     compare: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Ground truth, shown side by side.")] = None,
@@ -70,13 +80,13 @@ def render(
     from talkface import workflows
     from talkface.render import render_video
 
-    if fps is not None and fps <= 0:
-        raise typer.BadParameter(f"--fps must be > 0, got {fps}", param_hint="--fps")
     if error_map and compare is None:
         raise typer.BadParameter("--error-map needs --compare GT", param_hint="--error-map")
+    check_paths({"ANIMATION": animation, "--audio": audio, "--template": template, "--compare": compare},
+                {"--out": out})
     config = _render_config(size, background, msaa, shading)
-    anim = workflows.load_animation_for_render(animation, template=template, fps=fps)
-    gt = workflows.load_animation_for_render(compare, template=template, fps=anim.fps) if compare else None
+    anim = workflows.load_animation_for_render(animation, template=template, fps=fps, need_faces=compare is None)
+    gt = workflows.load_ground_truth(compare, anim, template=template) if compare else None
     with progress_bar("render", total=anim.num_frames) as update:
         path = render_video(anim, out, audio=audio, config=config, compare=gt, error_map=error_map,
                             on_progress=lambda done, total: update(completed=done, total=total), overwrite=overwrite)

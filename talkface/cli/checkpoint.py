@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from talkface.cli.common import InFile, OverwriteOpt, console, handle_errors
+from talkface.io.fileio import check_paths
 
 
 @handle_errors
@@ -39,5 +40,6 @@ def import_faceformer_cmd(
     names = [n for n in speakers.replace(",", " ").split() if n]
     if not names:
         raise typer.BadParameter("--speakers names no speaker", param_hint="--speakers")
+    check_paths({"PTH": pth}, {"--out": out if out.suffix == ".safetensors" else out / "best.safetensors"})
     path = import_faceformer(pth, preset=preset, speakers=names, out=out, overwrite=overwrite)
     console.print(f"wrote {path}; animate with --checkpoint {path}")

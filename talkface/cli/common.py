@@ -2,13 +2,18 @@
 
 The CLI is the only layer that prints, uses Rich, reads environment variables for UX, or exits. A
 ``TalkfaceError`` becomes one red line on stderr and exit code 1; usage errors exit 2 (Click); Ctrl-C
-exits 130.
+exits 130 and SIGTERM 143, after the same cleanup. Flags are checked where they are parsed (finite
+numbers, device names, seeds); commands pass their input and output paths through
+``io.fileio.check_paths`` before they write anything.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,30 +22,92 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from talkface.errors import InterruptedRun, TalkfaceError
+from talkface.config import SEED_LIMIT, check_number
+from talkface.errors import ConfigError, InterruptedRun, TalkfaceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 err = Console(stderr=True)
 console = Console()
 
+# --------------------------------------------------------------------------------------------- flag checks
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+def device_flag(value: str | None) -> str | None:
+    """Refuse a device name torch would not understand (``gpu``, ``cuda0``) while parsing."""
+    if value is not None and not DEVICE_PATTERN.fullmatch(value):
+        raise typer.BadParameter(f"{value!r} is not a device; expected auto, cpu, cuda or cuda:N (e.g. cuda:0)")
+    return value
+
+
+def number_flag(*, low: float | None = None, low_open: bool = False) -> Callable[..., Any]:
+    """A typer callback that refuses NaN/inf (which pass every ``<=`` test) and values below ``low``."""
+
+    def callback(param: typer.CallbackParam, value: float | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return check_number(value, f"--{(param.name or '').replace('_', '-')}", low=low, low_open=low_open)
+        except ConfigError as e:
+            raise typer.BadParameter(str(e)) from None
+
+    return callback
+
+
+finite_flag = number_flag()
+positive_flag = number_flag(low=0, low_open=True)
+
 # Reusable option types (hf-style aliases).
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never inputs).")]
+DeviceOpt = Annotated[str, typer.Option("--device", callback=device_flag, help="auto, cpu, cuda or cuda:N.")]
+SeedOpt = Annotated[int, typer.Option(min=0, max=SEED_LIMIT - 1, help="Random seed.")]
 InFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, resolve_path=True)]
 InDir = Annotated[Path, typer.Argument(exists=True, file_okay=False, resolve_path=True)]
 
 
+_signals: list[int] = []  # SIGTERMs received by the running command
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM handler: unwind like Ctrl-C, so that every ``finally`` and resume path runs."""
+    _signals.append(signum)
+    raise KeyboardInterrupt
+
+
+_terminate._talkface_interrupt = True  # type: ignore[attr-defined]  # train.state.deferred_interrupt holds it too
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM (``kill``, a job scheduler, torchrun) unwinds as KeyboardInterrupt."""
+    _signals.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_code() -> int:
+    """128 + the signal: 130 for Ctrl-C, 143 for SIGTERM."""
+    return 128 + (_signals[-1] if _signals else signal.SIGINT)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn ``TalkfaceError`` into a one-line message + exit 1, Ctrl-C into exit 130."""
+    """Turn ``TalkfaceError`` into a one-line message + exit 1, Ctrl-C into exit 130, SIGTERM into 143."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except InterruptedRun as e:
             err.print(f"[yellow]interrupted:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(_interrupt_code()) from None
         except TalkfaceError as e:
             if os.environ.get("TALKFACE_DEBUG"):
                 raise
@@ -48,8 +115,8 @@ def handle_errors(fn: F) -> F:
             err.print("[dim](set TALKFACE_DEBUG=1 for the traceback)[/]", highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
+            err.print("[yellow]interrupted[/]" + (" (SIGTERM)" if _signals else ""))
+            raise typer.Exit(_interrupt_code()) from None
 
     return wrapper  # type: ignore[return-value]
 

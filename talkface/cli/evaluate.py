@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from talkface.cli.common import DeviceOpt, _fmt, console, handle_errors, progress_bar
+from talkface.io.fileio import check_paths
 
 
 @handle_errors
@@ -34,6 +35,11 @@ def evaluate(
 
     if (checkpoint is None) == (pred is None):
         raise typer.BadParameter("give exactly one of --checkpoint or --pred", param_hint="--checkpoint/--pred")
+    csv_path = csv if csv is not None else (report.with_suffix(".csv") if report is not None else None)
+    check_paths({"--data": data, "--checkpoint": checkpoint, "--pred": pred, "--masks": masks},
+                {"--report": report, "--csv": csv_path, "--plot": plot})
+    if plot is not None:
+        ev.check_plot_clip(data, split, plot_clip)  # before anything is written
     with progress_bar("evaluate") as update:
         result = ev.evaluate(data, split=split, checkpoint=checkpoint, pred=pred, masks=masks, device=device,
                              on_progress=lambda done, total, name: update(completed=done, total=total,
@@ -55,7 +61,6 @@ def evaluate(
 
         write_text_atomic(report, json.dumps(rep, indent=2))
         console.print(f"report: {report}")
-    csv_path = csv if csv is not None else (report.with_suffix(".csv") if report is not None else None)
     if csv_path is not None:
         console.print(f"per-sequence CSV: {ev.write_csv(csv_path, result)}")
     if plot is not None:

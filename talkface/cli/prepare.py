@@ -11,8 +11,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from talkface.cli.common import InDir, OverwriteOpt, console, handle_errors, progress_bar
+from talkface.cli.common import InDir, OverwriteOpt, SeedOpt, console, handle_errors, positive_flag, progress_bar
 from talkface.errors import InterruptedRun
+from talkface.io.fileio import check_paths
 
 prepare_app = typer.Typer(help="Convert a dataset into talkface's training format.", no_args_is_help=True)
 
@@ -45,6 +46,11 @@ def _command_line(words: list[str], options: dict[str, Any]) -> str:
         flag = "--" + name.replace("_", "-")
         parts += [flag] if value is True else [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     return shlex.join(parts)
+
+
+def _check_prepare_paths(raw_dir: Path, out_dir: Path, **inputs: Path | None) -> None:
+    check_paths({"RAW_DIR": raw_dir, **{f"--{k}": v for k, v in inputs.items()}}, {"OUT_DIR": out_dir},
+                output_folders=("OUT_DIR",))
 
 
 @contextmanager
@@ -81,6 +87,7 @@ def prepare_vocaset_cmd(
 
     if fps not in (30, 60):
         raise typer.BadParameter(f"--fps must be 30 or 60, got {fps}", param_hint="--fps")
+    _check_prepare_paths(raw_dir, out_dir, splits=splits, faces=faces)
     with _prepare_session("vocaset", raw_dir, out_dir, fps=fps, splits=splits, faces=faces) as on_progress:
         report = prepare_vocaset(raw_dir, out_dir, fps=fps, splits=splits, faces=faces, on_progress=on_progress,
                                  overwrite=overwrite)
@@ -105,6 +112,7 @@ def prepare_faceformer_cmd(
     """FaceFormer's processed layout: wav/, vertices_npy/, templates.pkl."""
     from talkface.data import prepare_faceformer
 
+    _check_prepare_paths(raw_dir, out_dir, splits=splits, faces=faces)
     with _prepare_session("faceformer", raw_dir, out_dir, fps=fps, source_fps=source_fps, splits=splits,
                           faces=faces) as on_progress:
         report = prepare_faceformer(raw_dir, out_dir, fps=fps, source_fps=source_fps, splits=splits, faces=faces,
@@ -124,6 +132,7 @@ def prepare_biwi_cmd(
     """BIWI as processed by FaceFormer/CodeTalker (70110-d npy at 25 fps, 44.1 kHz wav, templates.pkl)."""
     from talkface.data import prepare_biwi
 
+    _check_prepare_paths(raw_dir, out_dir, splits=splits, faces=faces)
     with _prepare_session("biwi", raw_dir, out_dir, splits=splits, faces=faces) as on_progress:
         report = prepare_biwi(raw_dir, out_dir, splits=splits, faces=faces, on_progress=on_progress,
                               overwrite=overwrite)
@@ -135,8 +144,9 @@ def prepare_biwi_cmd(
 def prepare_folder_cmd(
     raw_dir: InDir,
     out_dir: Annotated[Path, typer.Argument(resolve_path=True, help="Output folder.")],
-    fps: Annotated[float, typer.Option(help="Frame rate of your motion files.")],
-    source_fps: Annotated[float | None, typer.Option(help="Rate of the files when subsampling to --fps.")] = None,
+    fps: Annotated[float, typer.Option(callback=positive_flag, help="Frame rate of your motion files.")],
+    source_fps: Annotated[float | None, typer.Option(callback=positive_flag,
+                                                     help="Rate of the files when subsampling to --fps.")] = None,
     templates: Annotated[Path | None, typer.Option(exists=True, file_okay=False, help="Folder of <speaker> meshes.")] = None,
     splits: SplitsOpt = None,
     faces: FacesOpt = None,
@@ -145,8 +155,7 @@ def prepare_folder_cmd(
     """Your own data: <speaker>_<sentence>.wav with matching .npy (or a folder of OBJ/PLY frames)."""
     from talkface.data import prepare_folder
 
-    if fps <= 0:
-        raise typer.BadParameter(f"--fps must be > 0, got {fps}", param_hint="--fps")
+    _check_prepare_paths(raw_dir, out_dir, splits=splits, faces=faces, templates=templates)
     with _prepare_session("folder", raw_dir, out_dir, fps=fps, source_fps=source_fps, templates=templates,
                           splits=splits, faces=faces) as on_progress:
         report = prepare_folder(raw_dir, out_dir, fps=fps, source_fps=source_fps, splits=splits, faces=faces,
@@ -160,7 +169,7 @@ def prepare_synthetic_cmd(
     out_dir: Annotated[Path, typer.Argument(resolve_path=True, help="Folder for the raw VOCASET-format corpus.")],
     speakers: Annotated[int, typer.Option(min=2, help="Number of synthetic speakers.")] = 6,
     sentences: Annotated[int, typer.Option(min=3, help="Sentences per speaker.")] = 8,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: SeedOpt = 0,
 ) -> None:
     """Generate a synthetic corpus (procedural head, espeak-ng speech) in VOCASET's raw format."""
     from talkface.synthetic import write_synthetic_vocaset

@@ -11,7 +11,20 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from talkface.cli.common import InDir, OverwriteOpt, _fmt, console, err, handle_errors
+from talkface.cli.common import (
+    InDir,
+    OverwriteOpt,
+    _fmt,
+    console,
+    device_flag,
+    err,
+    finite_flag,
+    handle_errors,
+    number_flag,
+    positive_flag,
+)
+from talkface.config import SEED_LIMIT
+from talkface.io.fileio import check_paths
 
 
 @handle_errors
@@ -21,13 +34,15 @@ def train(
     config_file: Annotated[Path | None, typer.Option("--config", exists=True, dir_okay=False, resolve_path=True,
                                                      help="TOML file of these options (flags override it).")] = None,
     loss: Annotated[str | None, typer.Option(help="softdtw, mse or softdtw+mse. (default: softdtw)")] = None,
-    gamma: Annotated[float | None, typer.Option(help="Soft-DTW smoothing γ. (default: 1e-3, the paper's)")] = None,
+    gamma: Annotated[float | None, typer.Option(callback=finite_flag,
+                                                help="Soft-DTW smoothing γ. (default: 1e-3, the paper's)")] = None,
     cost: Annotated[str | None, typer.Option(help="sqeuclidean or euclidean frame cost. (default: sqeuclidean)")]
     = None,
     divergence: Annotated[bool | None, typer.Option("--divergence/--no-divergence",
                                                     help="Soft-DTW divergence (0 at x = y). (default: off)")] = None,
     band: Annotated[int | None, typer.Option(help="Sakoe-Chiba band half-width in frames. (default: none)")] = None,
-    mse_weight: Annotated[float | None, typer.Option(help="Weight of the MSE term in softdtw+mse. (default: 1)")]
+    mse_weight: Annotated[float | None, typer.Option(callback=number_flag(low=0),
+                                                     help="Weight of the MSE term in softdtw+mse. (default: 1)")]
     = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per step (padded, masked). (default: 1)")]
     = None,
@@ -37,10 +52,12 @@ def train(
     encoder: Annotated[str | None, typer.Option(help="Pretrained wav2vec 2.0: hub name or local folder; 'tiny' = "
                                                      "small random-init encoder (smoke tests). "
                                                      "(default: facebook/wav2vec2-base-960h)")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N. (default: auto)")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed. (default: 0)")] = None,
+    device: Annotated[str | None, typer.Option(callback=device_flag, help="auto, cpu, cuda or cuda:N. (default: auto)")]
+    = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=SEED_LIMIT - 1, help="Random seed. (default: 0)")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs. (default: 100)")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate. (default: 1e-4)")] = None,
+    lr: Annotated[float | None, typer.Option(callback=positive_flag, help="Adam learning rate. (default: 1e-4)")]
+    = None,
     grad_accum: Annotated[int | None, typer.Option(min=1, help="Gradient accumulation steps. (default: 1)")] = None,
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA. (default: off)")]
     = None,
@@ -65,6 +82,7 @@ def train(
     if resume and overwrite:
         raise typer.BadParameter("--resume continues a run, --overwrite replaces it; give one",
                                  param_hint="--resume/--overwrite")
+    check_paths({"DATA_DIR": data_dir, "--config": config_file}, {"--out": out}, output_folders=("--out",))
     flags = dict(loss=loss, gamma=gamma, cost=cost, divergence=divergence, band=band, mse_weight=mse_weight,
                  batch_size=batch_size, teacher_forcing=teacher_forcing, epochs=epochs, lr=lr, seed=seed,
                  grad_accum=grad_accum, amp=amp, encoder=encoder, preset=preset, device=device,

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from talkface.config import check_number
 from talkface.data.prepared import DATASET_FORMAT, DATASET_VERSION
 from talkface.data.splits import SPLIT_NAMES
-from talkface.errors import DatasetError
+from talkface.errors import ConfigError, DatasetError
 from talkface.io.audio import SAMPLE_RATE
+from talkface.io.fileio import read_npy, read_npz, reading
 
 
 @dataclass(frozen=True)
@@ -109,13 +110,11 @@ class PreparedDataset:
         if info.speaker not in self.templates:
             raise DatasetError(f"{self.path / 'templates.npz'}: no template for speaker {info.speaker}; "
                                "prepare the dataset again")
-        try:
-            with np.load(info.path, allow_pickle=False) as z:
-                audio, vertices, fps = z["audio"], z["vertices"], float(z["fps"])
-        except FileNotFoundError as e:
-            raise DatasetError(f"{info.path}: clip file missing; prepare the dataset again to restore it") from e
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            raise DatasetError(f"{info.path}: not a readable prepared clip ({e}); prepare the dataset again") from e
+        if not info.path.exists():
+            raise DatasetError(f"{info.path}: clip file missing; prepare the dataset again to restore it")
+        z = read_npz(info.path, "a prepared clip", DatasetError, "prepare the dataset again")
+        with reading(info.path, "a prepared clip", DatasetError, "prepare the dataset again"):
+            audio, vertices, fps = z["audio"], z["vertices"], float(z["fps"])
         expected = (info.num_frames, self.num_vertices, 3)
         if vertices.shape != expected or audio.shape != (info.num_samples,):
             raise DatasetError(f"{info.path}: vertices {vertices.shape} and audio {audio.shape} disagree with the "
@@ -125,12 +124,10 @@ class PreparedDataset:
 
 
 def _read_json(path: Path) -> Any:
-    try:
+    if not path.exists():
+        raise FileNotFoundError(path)
+    with reading(path, "JSON", DatasetError, "prepare the dataset again"):
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: not readable JSON ({e}); prepare the dataset again") from e
 
 
 def _read_meta(root: Path) -> dict[str, Any]:
@@ -148,6 +145,11 @@ def _read_meta(root: Path) -> dict[str, Any]:
     missing = [k for k in ("fps", "sample_rate", "num_vertices", "train_speakers", "splits") if k not in meta]
     if missing:
         raise DatasetError(f"{root / 'dataset.json'}: missing keys {missing}; prepare the dataset again")
+    try:
+        check_number(meta["fps"], "fps", low=0, low_open=True)
+        check_number(meta["num_vertices"], "num_vertices", low=1, integer=True)
+    except ConfigError as e:
+        raise DatasetError(f"{root / 'dataset.json'}: {e}; prepare the dataset again") from e
     if meta["sample_rate"] != SAMPLE_RATE:
         raise DatasetError(f"{root / 'dataset.json'}: audio at {meta['sample_rate']} Hz; expected {SAMPLE_RATE}")
     return meta
@@ -172,11 +174,7 @@ def _read_manifest(root: Path) -> list[ClipInfo]:
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        raise DatasetError(f"{path}: not a readable npz ({e}); prepare the dataset again") from e
+    return read_npz(path, "an npz of arrays", DatasetError, "prepare the dataset again")
 
 
 def load_prepared(path: str | os.PathLike[str]) -> PreparedDataset:
@@ -202,9 +200,7 @@ def load_prepared(path: str | os.PathLike[str]) -> PreparedDataset:
         raise DatasetError(f"{root / 'templates.npz'}: templates {bad} are not ({meta['num_vertices']}, 3)")
     faces = None
     if (root / "faces.npy").is_file():
-        try:
-            faces = np.load(root / "faces.npy", allow_pickle=False).astype(np.int32)
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"{root / 'faces.npy'}: not a readable array ({e})") from e
+        faces = read_npy(root / "faces.npy", "an array of mesh faces", DatasetError,
+                         "prepare the dataset again").astype(np.int32)
     regions = _read_arrays(root / "regions.npz") if (root / "regions.npz").is_file() else {}
     return PreparedDataset(root, meta, templates, faces, regions, _read_manifest(root))

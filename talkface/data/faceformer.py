@@ -34,6 +34,7 @@ from talkface.data.splits import Splits, assign_split, resolve_splits, sentence_
 from talkface.data.vocaset import convert_audio
 from talkface.errors import AudioError, DatasetError
 from talkface.io.audio import check_audio_file
+from talkface.io.fileio import reading
 
 
 def split_clip_name(stem: str) -> tuple[str, str] | None:
@@ -67,11 +68,9 @@ def read_motion(path: Path, step: int) -> tuple[np.ndarray, int]:
     Raises:
         DatasetError: unreadable file or a shape that is not a frame sequence.
     """
-    try:
+    with reading(path, "a .npy array of float vertex positions", DatasetError,
+                 "re-export the motion or remove the clip"):
         mm = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: not a readable .npy array of float vertex positions ({e}); re-export the "
-                           "motion or remove the clip") from e
     try:
         if mm.dtype == object or not np.issubdtype(mm.dtype, np.number):
             raise DatasetError(f"{path}: dtype {mm.dtype}; expected float vertex positions; re-export the motion")

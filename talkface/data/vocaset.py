@@ -42,6 +42,7 @@ from talkface.data.prepared import (
 from talkface.data.splits import Splits, assign_split, resolve_splits, sentence_number, voca_splits
 from talkface.errors import DatasetError
 from talkface.io.audio import resample, to_float32
+from talkface.io.fileio import read_npz, reading
 from talkface.presets import VOCASET_KNOWN_MISSING
 
 VOCASET_FILES = ("data_verts.npy", "raw_audio_fixed.pkl", "templates.pkl", "subj_seq_to_idx.pkl")
@@ -71,10 +72,8 @@ class VertexFile:
         self.num_vertices = size // 3
 
     def _open(self) -> np.ndarray:
-        try:
+        with reading(self.path, "a .npy array", DatasetError, "copy the raw dataset again"):
             return np.load(self.path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"{self.path}: not a readable .npy array ({e})") from e
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """Frames at ``rows`` (ascending reads are sequential) as (n, V, 3) float32."""
@@ -145,11 +144,7 @@ def resolve_topology(raw_dir: Path, faces: str | os.PathLike[str] | None,
     triangles = load_faces(faces, num_vertices) if faces is not None else None
     regions: dict[str, np.ndarray] = {}
     if head.is_file():
-        try:
-            with np.load(head, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"{head}: not a readable npz ({e})") from e
+        arrays = read_npz(head, "an npz of faces and regions", DatasetError, "copy the raw dataset again")
         if triangles is None and "faces" in arrays:
             triangles = check_faces(arrays["faces"], num_vertices, f"{head} faces")
         for name, arr in _region_arrays(arrays).items():

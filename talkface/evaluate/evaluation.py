@@ -30,7 +30,7 @@ from talkface.data import load_prepared
 from talkface.errors import ConfigError, DatasetError
 from talkface.evaluate import metrics
 from talkface.evaluate.regions import check_regions, lip_region, load_regions, upper_face
-from talkface.inference.generate import animate, evaluation_styles
+from talkface.inference.generate import animate, check_finite_output, evaluation_styles
 from talkface.io.animation import load_animation
 from talkface.io.audio import SAMPLE_RATE
 from talkface.io.fileio import atomic_path, write_text_atomic
@@ -134,7 +134,7 @@ def evaluate(
         clip = dataset.load_clip(info)
         num_frames += int(clip.vertices.shape[0])
         if model is not None:
-            preds = _generate_all(model, clip, device)
+            preds = _generate_all(model, clip, device, checkpoint)
         else:
             files = _prediction_files(pred, info.name)  # type: ignore[arg-type]
             if not files:
@@ -211,9 +211,10 @@ def per_style_lve(rows: list[dict[str, Any]], lip_frames: dict[str, dict[str, np
     return {s: float(np.concatenate(v).mean()) for s, v in pooled.items()}
 
 
-def _generate_all(model: Any, clip: Any, device: str) -> list[tuple[str, np.ndarray]]:
+def _generate_all(model: Any, clip: Any, device: str, checkpoint: Any = None) -> list[tuple[str, np.ndarray]]:
     styles = evaluation_styles(clip.speaker, model.config.speakers)
-    return [(s.label, animate(model, clip.audio, clip.template, s, device=device)) for s in styles]
+    return [(s.label, check_finite_output(animate(model, clip.audio, clip.template, s, device=device), model,
+                                          checkpoint=checkpoint, audio=f"clip {clip.name}")) for s in styles]
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:
@@ -225,6 +226,20 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
         writer.writerow({k: ("" if r.get(k) is None else repr(r[k]) if isinstance(r[k], float) else r[k])
                          for k in CSV_COLUMNS})
     return out.getvalue()
+
+
+def check_plot_clip(data: Path, split: str, clip: str | None) -> None:
+    """Refuse a ``--plot-clip`` that is not in ``split``, before evaluating (and writing) anything.
+
+    Raises:
+        ConfigError: the clip is not in the split; DatasetError: the dataset cannot be read.
+    """
+    if clip is None:
+        return
+    names = [c.name for c in load_prepared(data).split(split)]
+    if clip not in names:
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        raise ConfigError(f"--plot-clip {clip!r} is not in the {split} split of {data}; choose one of: {shown}")
 
 
 def write_csv(path: str | os.PathLike[str], evaluation: Evaluation) -> Path:

@@ -24,6 +24,7 @@ import numpy as np
 
 from talkface.data.pickles import load_pickle
 from talkface.errors import DatasetError
+from talkface.io.fileio import read_npz, reading
 
 LIP_NAMES = ("lips", "lve", "lip")
 UPPER_NAMES = ("upper_face", "fdd")
@@ -41,10 +42,8 @@ def _indices(value: Any, name: str, source: Path) -> np.ndarray:
 
 
 def _read_txt(path: Path) -> np.ndarray:
-    try:
+    with reading(path, "a region file of ASCII vertex indices", DatasetError, "write the region file again"):
         text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeError) as e:
-        raise DatasetError(f"{path}: cannot read region file ({e})") from e
     tokens = [t for t in re.split(r"[\s,;]+", text.strip()) if t]
     try:
         return np.array([int(t) for t in tokens], dtype=np.int64)
@@ -65,11 +64,7 @@ def _read_pkl(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise DatasetError(f"{path}: not a readable npz of index arrays ({e})") from e
+    arrays = read_npz(path, "an npz of index arrays", DatasetError, "write the region file again")
     return {k.removeprefix("region_"): _indices(v, k, path) for k, v in arrays.items()}
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from talkface.errors import ConfigError, TemplateError
+from talkface.errors import CheckpointError, ConfigError, TemplateError
 from talkface.io.animation import Animation
 from talkface.io.mesh import check_vertices, load_mesh
 
@@ -152,6 +152,34 @@ def animate(
             torch.as_tensor(style.weights, dtype=torch.float32, device=device),
         )
     return vertices.detach().cpu().numpy().astype(np.float32)
+
+
+def check_finite_output(vertices: np.ndarray, model: Any, *, checkpoint: Any, audio: Any) -> np.ndarray:
+    """Refuse generated vertices that are not all finite, naming the likely cause.
+
+    A model that emits NaN/inf almost always has NaN/inf weights (a diverged or damaged training run);
+    finite weights can still overflow on extreme input.
+
+    Args:
+        vertices: (T, V, 3) float32 as ``animate`` returns them.
+        model: the model that made them (its parameters are inspected only on failure).
+        checkpoint / audio: named in the message.
+
+    Returns:
+        ``vertices`` unchanged.
+
+    Raises:
+        CheckpointError: NaN or infinite vertices.
+    """
+    if np.isfinite(vertices).all():
+        return vertices
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    if bad:
+        cause = (f"the checkpoint's weights hold NaN/inf values ({len(bad)} tensors, e.g. {bad[0]}): the training "
+                 "run diverged or the file is damaged; use an earlier checkpoint or retrain with a lower --lr")
+    else:
+        cause = f"the weights are finite, so the input {audio} drove the model out of range; check the audio"
+    raise CheckpointError(f"{checkpoint}: the model produced NaN/infinite vertices for {audio}; {cause}")
 
 
 def make_animation(vertices: np.ndarray, fps: float, faces: np.ndarray | None, **meta: Any) -> Animation:

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from talkface.errors import TemplateError
-from talkface.io.fileio import atomic_path
+from talkface.config import check_number
+from talkface.errors import ConfigError, TemplateError
+from talkface.io.fileio import atomic_path, read_json_object, read_npy, read_npz, reading
 
 ANIMATION_FORMAT = "talkface-animation"
 ANIMATION_VERSION = 1
@@ -80,24 +81,22 @@ def load_animation(
     if not p.is_file():
         raise TemplateError(f"{p}: no such animation file")
     meta: dict[str, Any] = {}
-    try:
-        if p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                if "vertices" not in z:
-                    raise TemplateError(f"{p}: npz has keys {sorted(z.files)}; expected 'vertices'")
-                vertices = z["vertices"]
-                file_fps = float(z["fps"]) if "fps" in z else None
-                file_faces = z["faces"] if "faces" in z else None
-                if "meta" in z:
-                    meta = json.loads(str(z["meta"]))
-        elif p.suffix == ".npy":
-            vertices, file_fps, file_faces = np.load(p, allow_pickle=False), None, None
-        else:
-            raise TemplateError(f"{p}: unknown animation format {p.suffix!r}; expected .npz or .npy")
-    except TemplateError:
-        raise
-    except Exception as e:
-        raise TemplateError(f"{p}: cannot read animation ({e})") from e
+    hint = "expected a talkface .npz or a (T, V*3) .npy; write it again"
+    if p.suffix == ".npz":
+        z = read_npz(p, "animation", TemplateError, hint)
+        if "vertices" not in z:
+            raise TemplateError(f"{p}: npz has keys {sorted(z)}; expected 'vertices'")
+        vertices, file_faces = z["vertices"], z.get("faces")
+        file_fps = None
+        if "fps" in z:
+            with reading(p, "animation's fps", TemplateError, hint):
+                file_fps = float(z["fps"])
+        if "meta" in z:
+            meta = read_json_object(str(z["meta"]), f"{p} (meta)", TemplateError, hint)
+    elif p.suffix == ".npy":
+        vertices, file_fps, file_faces = read_npy(p, "animation", TemplateError, hint), None, None
+    else:
+        raise TemplateError(f"{p}: unknown animation format {p.suffix!r}; expected .npz or .npy")
     vertices = np.asarray(vertices)
     if vertices.dtype == object or not np.issubdtype(vertices.dtype, np.number):
         raise TemplateError(f"{p}: dtype {vertices.dtype}; expected float vertices")
@@ -108,8 +107,12 @@ def load_animation(
     if not np.isfinite(vertices).all():
         raise TemplateError(f"{p}: vertices contain NaN or infinite values")
     rate = fps if fps is not None else file_fps
-    if rate is None or rate <= 0:
+    if rate is None:
         raise TemplateError(f"{p}: frame rate unknown; pass --fps (e.g. 30 for VOCASET, 25 for BIWI)")
+    try:
+        rate = check_number(rate, "fps", low=0, low_open=True)
+    except ConfigError as e:
+        raise TemplateError(f"{p}: {e}; write the animation again with its true frame rate, or pass --fps") from e
     meta.pop("format", None)
     meta.pop("version", None)
     return Animation(vertices.astype(np.float32), float(rate), faces if file_faces is None else file_faces, meta)

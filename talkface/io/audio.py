@@ -124,6 +124,24 @@ def check_audio_file(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     return int(info.frames), int(info.samplerate), int(info.channels)
 
 
+def check_audio_samples(path: str | os.PathLike[str]) -> None:
+    """Decode ``path`` and refuse NaN/infinite samples (``check_audio_file`` reads only the header).
+
+    Raises:
+        AudioError: unreadable file or non-finite samples, naming ``path``.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    check_audio_file(p)
+    try:
+        data, _ = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError for bad files
+        raise AudioError(f"{p}: not a readable audio file ({e}); re-export the audio") from e
+    if not np.isfinite(data).all():
+        raise AudioError(f"{p}: contains NaN or infinite samples; re-export the audio")
+
+
 def check_not_silent(audio: np.ndarray, source: str) -> np.ndarray:
     """Refuse digital silence (every sample exactly 0): an export mistake, not speech.
 

@@ -1,19 +1,28 @@
-"""Safe file writing: every file talkface writes appears complete or not at all.
+"""Safe file reading and writing: every file talkface writes appears complete or not at all, never over
+an input of the same command, and every file it reads fails with a typed error that names it.
 
 Writers get a temporary path in the destination folder (same file system, same suffix so that
-format-sniffing writers such as numpy or ffmpeg behave), and the file is fsynced and renamed over
-the destination only when the writer returned without an exception.
+format-sniffing writers such as numpy or ffmpeg behave), and the file is fsynced, given the mode the
+umask asks for, and renamed over the destination only when the writer returned without an exception.
+Multi-file outputs (``atomic_folder``) are built in a temporary sibling folder and renamed as a whole.
+``check_paths`` resolves a command's inputs and outputs and refuses any overlap; ``reading`` is the one
+place that turns a reader's failure into a ``TalkfaceError`` naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
-from collections.abc import Iterator
+import pickle
+import shutil
+import zipfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-from talkface.errors import OutputError
+from talkface.errors import OutputError, TalkfaceError
 
 # Failures of the destination itself (not of the data being written): reported as OutputError.
 _OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR}
@@ -67,6 +76,22 @@ def temp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask can only swap it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def output_mode(folder: bool = False) -> int:
+    """The mode a new file (0o666) or folder (0o777) gets under the umask, as ``open``/``mkdir`` give it."""
+    return (0o777 if folder else 0o666) & ~_umask()
+
+
 def _fsync(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -96,6 +121,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if not tmp.exists():
             raise OutputError(f"{dest}: the writer produced no file")
         _fsync(tmp)
+        # writers that use mkstemp-like calls (safetensors, some encoders) create 0600 files; an output
+        # follows the umask like any file the user makes
+        os.chmod(tmp, output_mode())
         os.replace(tmp, dest)
         _fsync(dest.parent)
     except OSError as e:
@@ -118,3 +146,163 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically and return the path."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success it replaces ``path`` as a whole, else it is deleted.
+
+    A folder of many files (OBJ frames) so appears complete or not at all, also on a full disk or Ctrl-C.
+
+    Raises:
+        OutputError: ``path`` is a file, a non-empty folder without ``overwrite``, or cannot be written.
+    """
+    dest = Path(path)
+    if dest.exists() and not dest.is_dir():
+        raise OutputError(f"{dest}: is a file; expected a folder path; choose another output path")
+    if dest.is_dir() and any(dest.iterdir()) and not overwrite:
+        raise OutputError(f"{dest}: folder is not empty (already exists); pass --overwrite to replace it or "
+                          "choose another output path")
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    old = dest.with_name(f".{dest.name}.old-tmp-{os.getpid()}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as e:
+        raise OutputError(f"{dest}: cannot create folder ({e.strerror}); choose a writable output folder") from e
+    try:
+        yield tmp
+        if dest.is_dir():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        _fsync(dest.parent)
+    except OSError as e:
+        if e.errno not in _OUTPUT_ERRNOS:
+            raise
+        raise OutputError(f"{dest}: cannot write ({e.strerror}); choose a writable output folder with free "
+                          "space") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and dest.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        elif old.exists():  # the rename failed: put the old folder back
+            os.replace(old, dest)
+
+
+# --------------------------------------------------------------------------------------------- overlaps
+def _resolved(path: str | os.PathLike[str]) -> Path:
+    """``path`` with every symlink followed (also of a parent of a path that does not exist yet)."""
+    return Path(os.path.realpath(os.path.abspath(os.fspath(path))))
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+PathSpec = str | os.PathLike[str] | None
+
+
+def check_paths(inputs: Mapping[str, PathSpec | list[PathSpec]], outputs: Mapping[str, PathSpec | list[PathSpec]],
+                *, output_folders: tuple[str, ...] = ()) -> None:
+    """Refuse a command whose outputs would write over one of its inputs, or over each other.
+
+    Every path is resolved (symlinks followed). An input folder (a dataset, a run folder, a folder of
+    audio or predictions) stands for every file it holds, and an output folder (named in
+    ``output_folders``: a run folder, a prepared dataset, an OBJ folder) for every file it will hold.
+    So an output overlaps an input when both are the same path, when the input lies inside an output
+    folder, or when the output lies inside an input folder and already exists there (it would replace
+    a file the input holds). Two outputs collide when they resolve to the same path. ``--overwrite``
+    lifts none of this: it replaces old outputs, never inputs.
+
+    Args:
+        inputs: ``{label: path, list of paths, or None}``; the label names the flag or argument
+            (``--template``, ``AUDIO``).
+        outputs: the same for the outputs.
+        output_folders: labels of ``outputs`` whose paths are folders.
+
+    Raises:
+        OutputError: naming both paths and their labels.
+    """
+    def flat(items: Mapping[str, PathSpec | list[PathSpec]]) -> list[tuple[str, Path, Path]]:
+        return [(label, Path(p), _resolved(p)) for label, value in items.items()
+                for p in (value if isinstance(value, list) else [value]) if p is not None]
+
+    outs = flat(outputs)
+    for i, (olabel, opath, oreal) in enumerate(outs):
+        for ilabel, ipath, ireal in flat(inputs):
+            holds = olabel in output_folders and _inside(ireal, oreal)
+            replaces = ireal.is_dir() and _inside(oreal, ireal) and (oreal == ireal or oreal.exists())
+            if holds or replaces or ireal == oreal:
+                where = "is" if ireal == oreal else ("holds" if holds else "would replace a file inside")
+                raise OutputError(f"{olabel} {opath} {where} the input {ilabel} {ipath}; writing it would destroy "
+                                  "the input (--overwrite never replaces inputs); choose another output path")
+        for olabel2, opath2, oreal2 in outs[:i]:
+            if oreal == oreal2 or (olabel in output_folders and _inside(oreal2, oreal)) or \
+                    (olabel2 in output_folders and _inside(oreal, oreal2)):
+                raise OutputError(f"{olabel} {opath} and {olabel2} {opath2} are the same path; the second would "
+                                  "replace the first; choose distinct output paths")
+
+
+# --------------------------------------------------------------------------------------------- reading
+# What readers raise for a damaged or foreign file (numpy, zipfile, json, pickle, safetensors, torch).
+READ_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, zipfile.BadZipFile,
+               pickle.UnpicklingError, UnicodeDecodeError, RuntimeError, AttributeError)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.errno == errno.ELOOP:
+        return "a symlink loop"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    if isinstance(e, EOFError):
+        return "the file ends early (empty or truncated)"
+    if isinstance(e, KeyError):
+        return f"missing entry {e}"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike[str], what: str, error: type[TalkfaceError], hint: str) -> Iterator[None]:
+    """Map any failure of the reader in the block to ``error`` naming ``path`` (TalkfaceErrors pass through).
+
+    Args:
+        path: the file being read.
+        what: what it should be (``an animation``, ``a prepared clip``).
+        error: the TalkfaceError subclass to raise.
+        hint: what to do (``re-export it``).
+    """
+    try:
+        yield
+    except TalkfaceError:
+        raise
+    except FileNotFoundError as e:
+        raise error(f"{path}: no such file; expected {what}") from e
+    except READ_ERRORS as e:
+        raise error(f"{path}: cannot read {what} ({_reason(e)}); {hint}") from e
+
+
+def read_npz(path: str | os.PathLike[str], what: str, error: type[TalkfaceError], hint: str) -> dict[str, Any]:
+    """Every array of an ``.npz`` (no pickles), read eagerly so that a damaged member fails here."""
+    with reading(path, what, error, hint), open(path, "rb") as f:
+        import numpy as np
+
+        with np.load(f, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+
+def read_npy(path: str | os.PathLike[str], what: str, error: type[TalkfaceError], hint: str) -> Any:
+    """The array of an ``.npy`` (no pickles)."""
+    with reading(path, what, error, hint), open(path, "rb") as f:
+        import numpy as np
+
+        return np.load(f, allow_pickle=False)
+
+
+def read_json_object(text: str, source: str, error: type[TalkfaceError], hint: str) -> dict[str, Any]:
+    """Parse ``text`` as a JSON object (a list or a number is refused too)."""
+    with reading(source, "JSON", error, hint):
+        value = json.loads(text)
+    if not isinstance(value, dict):
+        raise error(f"{source}: expected a JSON object, found {type(value).__name__}; {hint}")
+    return value

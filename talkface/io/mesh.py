@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from talkface.errors import TemplateError
-from talkface.io.fileio import write_text_atomic
+from talkface.io.fileio import read_npy, read_npz, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,12 @@ def load_mesh(path: str | os.PathLike[str], num_vertices: int | None = None) -> 
     suffix = p.suffix.lower()
     try:
         if suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                if "vertices" not in z:
-                    raise TemplateError(f"{p}: npz has keys {sorted(z.files)}; expected 'vertices' (and 'faces')")
-                vertices = z["vertices"]
-                faces = z["faces"] if "faces" in z else None
+            z = read_npz(p, "mesh", TemplateError, "expected an npz with 'vertices' (and 'faces')")
+            if "vertices" not in z:
+                raise TemplateError(f"{p}: npz has keys {sorted(z)}; expected 'vertices' (and 'faces')")
+            vertices, faces = z["vertices"], z.get("faces")
         elif suffix == ".npy":
-            vertices, faces = np.load(p, allow_pickle=False), None
+            vertices, faces = read_npy(p, "mesh", TemplateError, "expected a (V, 3) float array"), None
         elif suffix in (".obj", ".ply", ".off", ".stl", ".glb", ".gltf"):
             import trimesh
 

@@ -18,7 +18,7 @@ from typing import Any
 from talkface._version import __version__
 from talkface.config import ModelConfig, from_dict, to_dict
 from talkface.errors import CheckpointError, ConfigError
-from talkface.io.fileio import atomic_path
+from talkface.io.fileio import atomic_path, read_json_object, reading
 from talkface.model.talkface import TalkFaceModel
 
 FORMAT = "talkface"
@@ -181,12 +181,10 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         what = f"format {found!r}" if found else "no talkface metadata"
         raise CheckpointError(f"{file}: expected a talkface checkpoint (metadata format {FORMAT!r}), found {what}; "
                               "is this a checkpoint of another program?")
-    try:
+    hint = "expected format_version and a JSON 'talkface' entry; copy the checkpoint again"
+    with reading(file, "the checkpoint's talkface metadata", CheckpointError, hint):
         version = int(metadata.get("format_version", ""))
-        meta = json.loads(metadata["talkface"])
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"{file}: talkface metadata is damaged ({e}); expected format_version and a JSON "
-                              "'talkface' entry") from e
+        meta = read_json_object(metadata["talkface"], f"{file} (talkface metadata)", CheckpointError, hint)
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{file}: checkpoint format version {version} (written by talkface {meta.get('talkface_version', '?')}); "
@@ -232,12 +230,16 @@ def load_checkpoint(path: str | os.PathLike[str], device: Any = "cpu") -> tuple[
         encoder_config = dict(meta["encoder_config"])
     except (ConfigError, KeyError, TypeError) as e:
         raise CheckpointError(f"{file}: model config in the checkpoint is invalid ({e})") from e
-    try:
-        # clone: fresh, 64-byte-aligned storage; tensors at the file's 8-byte offsets can take other
-        # SIMD paths and differ in the last bit
-        tensors = {k: v.clone() for k, v in load_file(str(file), device=str(torch.device(device))).items()}
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise CheckpointError(f"{file}: cannot read the tensors ({e}); the file may be damaged") from e
+    with reading(file, "the checkpoint's tensors", CheckpointError, "the file may be damaged; copy it again"):
+        try:
+            tensors = load_file(str(file), device=str(torch.device(device)))
+        except SafetensorError as e:
+            raise ValueError(str(e)) from e
+    # float16/bfloat16 checkpoints (halved to save space) run in float32 like the model is built; clone:
+    # fresh, 64-byte-aligned storage (tensors at the file's 8-byte offsets can take other SIMD paths and
+    # differ in the last bit)
+    tensors = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v.clone()
+               for k, v in tensors.items()}
     # Build on the meta device (no random init of ~95M parameters), then adopt the loaded tensors.
     with torch.device("meta"):
         model = TalkFaceModel(config, encoder_config)

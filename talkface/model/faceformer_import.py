@@ -19,9 +19,9 @@ from typing import Any
 
 from talkface.config import ModelConfig
 from talkface.errors import CheckpointError, OutputError
-from talkface.io.fileio import check_output_path
+from talkface.io.fileio import check_output_path, reading
 from talkface.model.audio_encoder import wav2vec2_base_config
-from talkface.model.checkpoint import save_checkpoint
+from talkface.model.checkpoint import save_checkpoint, sniff_format
 from talkface.model.positional import sinusoid_table
 from talkface.model.talkface import TalkFaceModel
 from talkface.presets import get_preset
@@ -53,6 +53,12 @@ def load_faceformer_state(pth_path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(pth_path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such FaceFormer checkpoint")
+    with reading(path, "a FaceFormer checkpoint", CheckpointError, "expected vocaset.pth or biwi.pth"), \
+            open(path, "rb") as f:
+        kind = sniff_format(f.read(16), path.stat().st_size)
+    if kind == "safetensors":
+        raise CheckpointError(f"{path}: is a safetensors file, not FaceFormer's PyTorch .pth; if it is a talkface "
+                              f"checkpoint, use it directly: talkface animate ... --checkpoint {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -212,8 +218,11 @@ def import_faceformer(pth_path: str | os.PathLike[str], *, preset: str, speakers
     if target.exists() and not overwrite:
         raise OutputError(f"{target}: already exists; pass --overwrite to replace it or choose another --out")
     check_output_path(target, overwrite=overwrite)
-    state = load_faceformer_state(pth_path)
-    model = convert_faceformer_state(state, preset=preset, speakers=list(speakers), encoder_config=encoder_config,
-                                     source=str(pth_path))
+    # a state_dict without a layer the conversion reads raises KeyError/IndexError deep inside: map it here
+    with reading(pth_path, "FaceFormer's state_dict", CheckpointError,
+                 "expected FaceFormer's released vocaset.pth or biwi.pth"):
+        state = load_faceformer_state(pth_path)
+        model = convert_faceformer_state(state, preset=preset, speakers=list(speakers),
+                                         encoder_config=encoder_config, source=str(pth_path))
     extra = {"source": "faceformer", "imported_from": str(Path(pth_path).resolve()), "preset": preset}
     return save_checkpoint(target, model, extra=extra)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from talkface.errors import AudioError, ConfigError, RenderError, TemplateError
-from talkface.io.audio import check_audio_file
+from talkface.io.audio import check_audio_samples
 from talkface.io.fileio import check_output_path
 from talkface.render import gl as render_gl
 from talkface.render.overlay import blend, bounding_box, colormap_lut, error_colors, make_overlay
@@ -399,7 +399,8 @@ def render_video(
     if audio_path is not None and not audio_path.is_file():
         raise AudioError(f"{audio_path}: no such audio file; pass the speech the animation was made from")
     if audio_path is not None:
-        check_audio_file(audio_path)  # before rendering: ffmpeg would fail only after the last frame
+        # before rendering: ffmpeg would fail only after the last frame, and blame the output
+        check_audio_samples(audio_path)
     faces = animation.faces if animation.faces is not None else (compare.faces if compare is not None else None)
     if faces is None:
         raise TemplateError("the animation has no faces; pass the mesh's faces (--template or --faces)")

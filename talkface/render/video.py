@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -44,6 +46,25 @@ def ffmpeg_exe() -> str:
         return str(imageio_ffmpeg.get_ffmpeg_exe())
     except RuntimeError as e:
         raise RenderError(f"imageio-ffmpeg found no ffmpeg binary ({e}); reinstall imageio-ffmpeg") from e
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux to SIGKILL the child when its parent dies (prctl PR_SET_PDEATHSIG),
+    so that a killed talkface never leaves an orphaned ffmpeg finalising a temporary mp4; None elsewhere.
+
+    libc's ``prctl`` is looked up here, in the parent: the child runs between fork and exec while other
+    threads (the progress bar's) may hold the import lock, so it must not import anything.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
+    return lambda: prctl(pr_set_pdeathsig, sigkill, 0, 0, 0)
 
 
 def _fps_arg(fps: float) -> str:
@@ -144,7 +165,8 @@ def write_mp4(
         # Our own Popen rather than imageio_ffmpeg.write_frames: that helper ignores ffmpeg's exit
         # status and lets ffmpeg write to our stderr; we need the status and the message.
         with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
+                                    preexec_fn=die_with_parent())
             pipe = cast(IO[bytes], proc.stdin)  # stdin=PIPE always gives a pipe
             written = 0
             try:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import shlex
+import shutil
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import numpy as np
 
 from talkface.config import ModelConfig, TrainConfig, to_dict
 from talkface.data import pad_batch
-from talkface.errors import CheckpointError, DatasetError, InterruptedRun
+from talkface.errors import CheckpointError, DatasetError, InterruptedRun, OutputError, TalkfaceError
 from talkface.io.fileio import write_text_atomic
 from talkface.model import CACHE_DIR, FeatureCache, TalkFaceModel, load_pretrained_encoder_config
 from talkface.model.checkpoint import save_checkpoint
@@ -43,8 +46,10 @@ from talkface.train.state import (
     capture_rng,
     check_resumable,
     deferred_interrupt,
+    load_rank_rng,
     load_state,
     restore_rng,
+    save_rank_rng,
     save_state,
 )
 
@@ -73,6 +78,8 @@ class TrainLoop:
     emit: ProgressFn
     writer: Any = None  # TensorBoard SummaryWriter on rank 0, when tensorboard is installed
     lips: Any = None
+    final_dir: Path | None = None  # a fresh run's name, while it is built in a hidden sibling (run_dir)
+    rank_rng: list[dict[str, Any]] = field(default_factory=list)  # ranks > 0: the last saved RNG entries
 
     @classmethod
     def create(cls, data_dir: Any, out_dir: Any, config: TrainConfig, dataset: Any, train_clips: list[Any],
@@ -106,7 +113,10 @@ class TrainLoop:
         elif pretrained:
             model.load_pretrained_encoder(config.encoder)
         model.to(ctx.device).train()
-        model.audio_encoder.feature_cache = make_feature_cache(config, run)
+        # A fresh run is built in a hidden sibling and renamed when it first holds a saved state, so a run that
+        # fails (or is killed) before that leaves no half-made folder, and --overwrite keeps the old run until then.
+        building = run.with_name(f".{run.name}.partial") if state is None else run
+        model.audio_encoder.feature_cache = make_feature_cache(config, building)
         optimizer = make_optimizer(model, config.lr)
         amp_dtype, scaler = _amp_setup(config, ctx.device)
         data_rng = random.Random(config.seed)
@@ -119,23 +129,37 @@ class TrainLoop:
             pos, best, history = state["position"], float(state["best"]), list(state["history"])
             restore_rng(pos.rng, data_rng)
         if ctx.rank > 0:  # dropout masks differ across ranks; the data order (data_rng) does not
-            torch.manual_seed(config.seed + 7919 * ctx.rank + pos.global_step)
-        loop = cls(Path(data_dir), run, config, dataset, train_clips, val_clips, ctx, model,
+            mine = load_rank_rng(run, ctx.rank, pos) if state is not None else None
+            if mine is not None:
+                restore_rng(mine, random.Random())  # data_rng stays rank 0's (every rank draws the same order)
+                pos.rng = capture_rng(data_rng)
+            else:
+                if state is not None:
+                    warnings.warn(f"{run}: no saved generator states of rank {ctx.rank} at epoch {pos.epoch} step "
+                                  f"{pos.step}; its dropout masks will differ from an uninterrupted run", stacklevel=2)
+                torch.manual_seed(config.seed + 7919 * ctx.rank + pos.global_step)
+        loop = cls(Path(data_dir), building, config, dataset, train_clips, val_clips, ctx, model,
                    distributed.wrap_model(model, ctx), optimizer, scaler, amp_dtype, data_rng, pos, best, history,
-                   state_every_steps, emit)
+                   state_every_steps, emit, final_dir=run if state is None else None)
         if ctx.is_main:
-            loop._write_run_files(fresh=state is None, model_config=model_config, preset=preset)
+            try:
+                loop._write_run_files(fresh=state is None, model_config=model_config, preset=preset)
+            except Exception as e:
+                loop._failed(e)
+                raise
         return loop
 
     # -- files ------------------------------------------------------------------------------------
     def _write_run_files(self, *, fresh: bool, model_config: ModelConfig, preset: str | None) -> None:
         run = self.run_dir
+        if fresh:  # the hidden folder of a killed fresh run is garbage
+            shutil.rmtree(run, ignore_errors=True)
         run.mkdir(parents=True, exist_ok=True)
         if fresh:
             copy_run_assets(self.data_dir, run)
         else:  # temp files of a killed session (atomic writes that never got renamed)
             for name in (STATE_FILE, "last.safetensors", "best.safetensors", "config.json", "metrics.jsonl",
-                         "loss.png"):
+                         "loss.png", "rng-rank*.pt"):
                 for stale in run.glob(f".{name}.tmp-*"):
                     stale.unlink(missing_ok=True)
             remove_stale_temp_files(run / CACHE_DIR)
@@ -158,11 +182,49 @@ class TrainLoop:
     def steps_per_epoch(self) -> int:
         return -(-len(self.train_clips) // self.config.batch_size)
 
-    def _save_state(self) -> None:
-        save_state(self.run_dir, model=self.model, optimizer=self.optimizer, scaler=self.scaler, position=self.pos,
-                   best=self.best, history=self.history, train_clips=[c.name for c in self.train_clips],
-                   config=to_dict(self.config), model_config=to_dict(self.model.config),
-                   encoder_config=self.model.encoder_config)
+    def _save_state(self, *, interrupted: bool = False) -> None:
+        """Rank 0 writes ``state.pt``; every other rank writes its own generator states beside it."""
+        if not self.ctx.is_main:
+            self.rank_rng = save_rank_rng(self.run_dir, self.ctx.rank, self.pos, self.rank_rng)
+        if not interrupted:  # every rank's file holds this boundary before state.pt names it
+            barrier(self.ctx)
+        if self.ctx.is_main:
+            save_state(self.run_dir, model=self.model, optimizer=self.optimizer, scaler=self.scaler,
+                       position=self.pos, best=self.best, history=self.history,
+                       train_clips=[c.name for c in self.train_clips], config=to_dict(self.config),
+                       model_config=to_dict(self.model.config), encoder_config=self.model.encoder_config)
+        if self.final_dir is not None:
+            self._publish()
+            if not interrupted:  # from now on every rank writes into the renamed folder
+                barrier(self.ctx)
+
+    def _publish(self) -> None:
+        """Rename a fresh run's hidden folder to its name (replacing an old run under --overwrite only now).
+
+        Raises:
+            OutputError: the rename failed.
+        """
+        final, self.final_dir = self.final_dir, None
+        if final is None:
+            return
+        if self.ctx.is_main:
+            old = final.with_name(f".{final.name}.old-partial")
+            if self.writer is not None:  # TensorBoard reopens its event file by path at every flush
+                self.writer.close()
+            try:
+                if final.exists():
+                    os.replace(final, old)
+                os.replace(self.run_dir, final)
+            except OSError as e:
+                raise OutputError(f"{final}: cannot rename the new run folder {self.run_dir} to it ({e.strerror}); "
+                                  "the run is complete there") from e
+            shutil.rmtree(old, ignore_errors=True)
+            if self.writer is not None:
+                self.writer = _tensorboard_writer(final, purge_step=None)
+        cache = self.model.audio_encoder.feature_cache
+        if cache is not None and cache.folder is not None:  # every rank: the disk tier moved with the folder
+            cache.folder = final / CACHE_DIR
+        self.run_dir = final
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -176,6 +238,9 @@ class TrainLoop:
                 self._epoch()
         except KeyboardInterrupt:
             raise self._interrupted() from None
+        except Exception as e:
+            self._failed(e)
+            raise
         finally:
             if self.writer is not None:
                 self.writer.close()
@@ -205,7 +270,7 @@ class TrainLoop:
                     self._optimizer_step()
                     self.pos = Position(epoch, step + 1, self.pos.global_step + 1, order, list(losses),
                                         capture_rng(self.data_rng))
-                if self.ctx.is_main and self.state_every_steps and self.pos.global_step % self.state_every_steps == 0:
+                if self.state_every_steps and self.pos.global_step % self.state_every_steps == 0:
                     self._save_state()
             if self.writer is not None:
                 self.writer.add_scalar("train/loss", losses[-1], self._tb_step(epoch, step + 1))
@@ -227,8 +292,7 @@ class TrainLoop:
             self.history.append(record)
             self.best = min(self.best, score)
             self.pos = Position(epoch + 1, 0, self.pos.global_step, None, [], capture_rng(self.data_rng))
-        if self.ctx.is_main:
-            self._save_state()
+        self._save_state()
         cache = self.model.audio_encoder.feature_cache
         self.emit({"event": "epoch", **record,
                    "feature_cache": None if cache is None else cache.stats.to_dict()})
@@ -281,15 +345,36 @@ class TrainLoop:
 
     def _interrupted(self) -> InterruptedRun:
         """Save the state at the last finished optimizer step and ``last.safetensors``; the error to raise."""
-        pos, run = self.pos, self.run_dir
+        pos = self.pos
         if self.ctx.is_main:
-            self._save_state()
-            save_checkpoint(run / "last.safetensors", self.model,
+            save_checkpoint(self.run_dir / "last.safetensors", self.model,
                             extra={"epoch": pos.epoch, "step": pos.step, "interrupted": True,
                                    "train": to_dict(self.config)})
-        command = f"talkface train {shlex.quote(str(self.data_dir))} --out {shlex.quote(str(run))} --resume"
+        self._save_state(interrupted=True)  # no barrier: the other ranks may be stopping elsewhere
+        run = self.run_dir
+        command = self._resume_command()
         return InterruptedRun(f"training stopped at epoch {pos.epoch} step {pos.step}; state saved in "
                               f"{run / STATE_FILE}; resume with: {command}")
+
+    def _resume_command(self) -> str:
+        return f"talkface train {shlex.quote(str(self.data_dir))} --out {shlex.quote(str(self.run_dir))} --resume"
+
+    def _failed(self, error: Exception) -> None:
+        """After an error: a fresh run that never saved a state is deleted (its hidden folder: nothing
+        half-made is left, an old run replaced by --overwrite is kept); a run with a saved state is kept, and
+        a TalkfaceError gets the command that resumes it."""
+        if self.final_dir is not None:
+            if self.ctx.is_main:
+                if self.writer is not None:
+                    self.writer.close()
+                    self.writer = None
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            return
+        if not (self.run_dir / STATE_FILE).is_file():
+            return
+        if isinstance(error, TalkfaceError) and not isinstance(error, InterruptedRun):
+            error.args = (f"{error}; the run keeps its last saved state: fix the cause and resume with: "
+                          f"{self._resume_command()}",)
 
 
 def make_feature_cache(config: TrainConfig, run: Path) -> Any:
@@ -320,7 +405,7 @@ def _autocast(dtype: Any) -> Any:
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
-def _tensorboard_writer(run: Path, *, purge_step: int) -> Any:
+def _tensorboard_writer(run: Path, *, purge_step: int | None) -> Any:
     """A SummaryWriter on ``RUN/tensorboard`` (events at ``purge_step`` and later from an earlier session
     are hidden: they are run again), or None when tensorboard is not installed."""
     try:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from talkface.errors import CheckpointError
-from talkface.io.fileio import atomic_path
+from talkface.io.fileio import atomic_path, read_npy, read_npz, reading
 
 RUN_ASSETS = ("templates.npz", "faces.npy", "regions.npz")
 
@@ -58,15 +58,17 @@ def load_run_assets(folder: str | os.PathLike[str]) -> RunAssets:
     templates: dict[str, np.ndarray] = {}
     regions: dict[str, np.ndarray] = {}
     faces = None
-    try:
-        if (folder / "templates.npz").is_file():
-            with np.load(folder / "templates.npz", allow_pickle=False) as z:
-                templates = {k: z[k].astype(np.float32) for k in z.files}
-        if (folder / "faces.npy").is_file():
-            faces = np.load(folder / "faces.npy", allow_pickle=False).astype(np.int32)
-        if (folder / "regions.npz").is_file():
-            with np.load(folder / "regions.npz", allow_pickle=False) as z:
-                regions = {k: z[k].astype(np.int64) for k in z.files}
-    except Exception as e:
-        raise CheckpointError(f"{folder}: cannot read run assets ({e}); re-run training or prepare") from e
+    hint = "copy the run folder again, or re-run training"
+    if (folder / "templates.npz").is_file():
+        templates = read_npz(folder / "templates.npz", "the run's templates", CheckpointError, hint)
+        with reading(folder / "templates.npz", "the run's templates", CheckpointError, hint):
+            templates = {k: v.astype(np.float32) for k, v in templates.items()}
+    if (folder / "faces.npy").is_file():
+        faces = read_npy(folder / "faces.npy", "the run's mesh faces", CheckpointError, hint)
+        with reading(folder / "faces.npy", "the run's mesh faces", CheckpointError, hint):
+            faces = faces.astype(np.int32)
+    if (folder / "regions.npz").is_file():
+        regions = read_npz(folder / "regions.npz", "the run's regions", CheckpointError, hint)
+        with reading(folder / "regions.npz", "the run's regions", CheckpointError, hint):
+            regions = {k: v.astype(np.int64) for k, v in regions.items()}
     return RunAssets(templates, faces, regions)

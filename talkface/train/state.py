@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from talkface.errors import CheckpointError, ConfigError
-from talkface.io.fileio import atomic_path
+from talkface.io.fileio import atomic_path, reading
 
 STATE_FILE = "state.pt"
 STATE_FORMAT = "talkface-train-state"
@@ -190,12 +190,73 @@ def load_state(run: str | os.PathLike[str]) -> dict[str, Any]:
     if int(state.get("version", 0)) > STATE_VERSION:
         raise CheckpointError(f"{path}: training state version {state['version']} is newer than this talkface "
                               f"reads ({STATE_VERSION}); upgrade talkface")
-    p = state["position"]
-    state["position"] = Position(epoch=int(p["epoch"]), step=int(p["step"]), global_step=int(p["global_step"]),
-                                 order=None if p["order"] is None else [int(i) for i in p["order"]],
-                                 epoch_losses=[float(x) for x in p["epoch_losses"]], rng=_loaded_rng(state["rng"]))
-    state["encoder_config"] = json.loads(state["encoder_config"])
+    # a state of the right format with a missing or malformed entry: KeyError/TypeError/ValueError, mapped
+    with reading(path, "the training state", CheckpointError, "start a new run with --overwrite"):
+        p = state["position"]
+        state["position"] = Position(epoch=int(p["epoch"]), step=int(p["step"]), global_step=int(p["global_step"]),
+                                     order=None if p["order"] is None else [int(i) for i in p["order"]],
+                                     epoch_losses=[float(x) for x in p["epoch_losses"]],
+                                     rng=_loaded_rng(state["rng"]))
+        state["encoder_config"] = json.loads(state["encoder_config"])
     return state
+
+
+# ----------------------------------------------------------------------------------- other ranks' RNGs
+RANK_RNG_FORMAT = "talkface-rank-rng"
+
+
+def rank_rng_file(run: Path, rank: int) -> Path:
+    """``RUN/rng-rank<r>.pt``: the generator states of DDP rank ``r`` > 0 (rank 0's are in ``state.pt``)."""
+    return Path(run) / f"rng-rank{rank}.pt"
+
+
+def position_key(position: Position) -> list[int]:
+    """The boundary a state describes, as [epoch, step, global_step] (equal on every rank at a boundary)."""
+    return [int(position.epoch), int(position.step), int(position.global_step)]
+
+
+def save_rank_rng(run: Path, rank: int, position: Position, recent: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Write rank ``rank``'s generator states at ``position`` beside ``state.pt`` (atomically).
+
+    Dropout masks and SpecAugment draw from each rank's own generators, so a bit-exact resume under
+    torchrun needs every rank's states, not only rank 0's. The file keeps the two latest boundaries:
+    DDP's gradient all-reduce keeps the ranks within one boundary of each other, so whichever boundary
+    ``state.pt`` holds when the job is killed, this file holds it too.
+
+    Args:
+        recent: what the previous call returned ([] at first).
+
+    Returns:
+        The entries written (pass them to the next call).
+    """
+    import torch
+
+    key = position_key(position)
+    entries = [e for e in recent if e["position"] != key][-1:] + [{"position": key,
+                                                                   "rng": _saveable_rng(position.rng)}]
+    with atomic_path(rank_rng_file(run, rank)) as tmp:
+        torch.save({"format": RANK_RNG_FORMAT, "rank": rank, "entries": entries}, tmp)
+    return entries
+
+
+def load_rank_rng(run: Path, rank: int, position: Position) -> dict[str, Any] | None:
+    """Rank ``rank``'s generator states at ``position`` (as ``capture_rng`` returns them), or None when the
+    run has none for that boundary (a run saved by an older talkface, or with another world size).
+
+    Raises:
+        CheckpointError: the file exists but is damaged.
+    """
+    import torch
+
+    path = rank_rng_file(run, rank)
+    if not path.is_file():
+        return None
+    with reading(path, f"rank {rank}'s generator states", CheckpointError, "start a new run with --overwrite"):
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("format") != RANK_RNG_FORMAT:
+            raise CheckpointError(f"{path}: not a talkface rank RNG file (format {saved.get('format')!r})")
+        key = position_key(position)
+        return next((_loaded_rng(e["rng"]) for e in saved["entries"] if list(e["position"]) == key), None)
 
 
 def read_position(run: str | os.PathLike[str]) -> Position | None:
@@ -235,19 +296,27 @@ def check_resumable(state: dict[str, Any], config: dict[str, Any], model_config:
                           f"finished; pass --epochs {done} or more")
 
 
+def _interrupting(signum: int) -> bool:
+    """Whether ``signum``'s handler unwinds like Ctrl-C: Python's own, or the CLI's SIGTERM handler."""
+    handler = signal.getsignal(signum)
+    return handler is signal.default_int_handler or bool(getattr(handler, "_talkface_interrupt", False))
+
+
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) until the block ends, so an optimizer step and the bookkeeping that records it
-    happen together or not at all. A no-op outside the main thread or under a custom SIGINT handler."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, so an optimizer step and the bookkeeping that
+    records it happen together or not at all; then deliver the first one to its handler. A no-op outside
+    the main thread, and for a signal with a custom handler."""
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if _interrupting(s)]
+    if threading.current_thread() is not threading.main_thread() or not held:
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if caught:
-        raise KeyboardInterrupt
+        previous[caught[0]](caught[0], None)
