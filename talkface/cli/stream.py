@@ -8,7 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from talkface.cli.common import OverwriteOpt, err, handle_errors
+from talkface.cli.common import OverwriteOpt, device_flag, err, finite_flag, handle_errors
+from talkface.config import check_number
+from talkface.io.fileio import check_paths
 
 
 class _Terminated(Exception):
@@ -24,17 +26,18 @@ def stream(
                                                     "(uint32 LE index, then V×3 float32 LE metres).")] = None,
     out: Annotated[Path | None, typer.Option(resolve_path=True, help="Whole animation at the end (or on Ctrl-C): "
                                                                      ".npz, .npy, .glb or .gltf.")] = None,
-    lookahead_ms: Annotated[float, typer.Option(help="Future audio each frame waits for.")] = 200.0,
+    lookahead_ms: Annotated[float, typer.Option(callback=finite_flag, help="Future audio each frame waits for.")] = 200.0,
     hop_ms: Annotated[str, typer.Option(help="Least new audio per encoder pass, in ms; auto = the fewest frames "
                                              "that last 1.5x a pass's compute time (measured at start).")] = "auto",
-    context_ms: Annotated[float, typer.Option(help="Past audio the encoder attends to.")] = 3000.0,
-    memory_s: Annotated[float, typer.Option(help="Decoder memory in seconds (bounds a long stream's cost); "
+    context_ms: Annotated[float, typer.Option(callback=finite_flag, help="Past audio the encoder attends to.")] = 3000.0,
+    memory_s: Annotated[float, typer.Option(callback=finite_flag, help="Decoder memory in seconds (bounds a long stream's cost); "
                                                  "0 = unbounded.")] = 20.0,
     realtime: Annotated[bool, typer.Option("--realtime", help="Pace a file at 1× speed, as if it were live.")]
     = False,
     subject: Annotated[str | None, typer.Option(help="Whose neutral face to animate (default: the style's).")] = None,
     template: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Any mesh with the model's vertex count.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu (default), auto, cuda or cuda:N.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", callback=device_flag, help="cpu (default), auto, cuda or cuda:N.")]
+    = "cpu",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Animate live speech: audio in as it arrives, final mesh frames out with bounded latency.
@@ -64,9 +67,11 @@ def stream(
         check_output_path(out, overwrite=overwrite)
     if frames not in (None, "-"):
         check_output_path(Path(frames), overwrite=overwrite)
+    check_paths({"SOURCE": None if source == "-" else Path(source), "--checkpoint": checkpoint, "--template": template},
+                {"--out": out, "--frames": None if frames in (None, "-") else Path(frames)})
     try:
-        hop = None if hop_ms == "auto" else float(hop_ms)
-    except ValueError:
+        hop = None if hop_ms == "auto" else check_number(float(hop_ms), "--hop-ms", low=0, low_open=True)
+    except (ValueError, ConfigError):
         raise typer.BadParameter(f"--hop-ms must be a number of ms or 'auto', got {hop_ms!r}",
                                  param_hint="--hop-ms") from None
     config = StreamConfig(lookahead_ms=lookahead_ms, hop_ms=hop or 0.0, context_ms=context_ms,
