@@ -1,6 +1,10 @@
 """The training loop behind ``talkface.train.train``: one session over the epochs, with the position
 bookkeeping that makes its state resumable (see ``talkface.train.state``), validation and the epoch's
 files on rank 0, AMP and TensorBoard.
+
+Over 400 lines: a fresh run's hidden folder and its rename, every rank's saved generator states and the
+failure paths (SIGTERM, a full disk) act on the same position and barriers as the loop itself, so they
+stay beside it rather than in a module the loop would have to call back into.
 """
 
 from __future__ import annotations
