@@ -216,7 +216,7 @@ class TrainConfig:
 
 # ------------------------------------------------------------------------------------ train config files
 # Keys of a train config file besides the TrainConfig fields: how to build the model and where to run.
-RUN_OPTIONS: dict[str, Any] = {"preset": None, "device": "auto"}
+RUN_OPTIONS: dict[str, Any] = {"preset": None, "device": "auto", "threads": None}
 # ModelConfig fields a user may override; num_vertices, fps and speakers come from the dataset.
 MODEL_OVERRIDE_KEYS = ("feature_dim", "period", "num_heads", "num_layers", "ff_multiplier", "dropout",
                        "audio_frames_per_motion_frame", "normalize_audio")
@@ -237,7 +237,7 @@ def _expected_types(cls: type, names: tuple[str, ...] | None = None) -> dict[str
 
 
 def _train_file_types() -> dict[str, tuple[type, ...]]:
-    return {**_expected_types(TrainConfig), "preset": (str,), "device": (str,)}
+    return {**_expected_types(TrainConfig), "preset": (str,), "device": (str,), "threads": (int,)}
 
 
 def _type_name(kinds: tuple[type, ...]) -> str:
@@ -270,7 +270,7 @@ def load_train_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     ``loss``, ``gamma``, ``cost``, ``divergence``, ``band``, ``mse_weight``, ``batch_size``,
     ``teacher_forcing``, ``epochs``, ``lr``, ``seed``, ``grad_accum``, ``amp``, ``encoder``,
     ``feature_cache_mb``, ``feature_cache_disk``; plus
-    ``preset`` and ``device``), or the same keys inside a ``[train]`` table. An optional ``[model]``
+    ``preset``, ``device`` and ``threads``), or the same keys inside a ``[train]`` table. An optional ``[model]``
     table overrides architecture numbers (``feature_dim``, ``period``, ``num_heads``, ``num_layers``,
     ``ff_multiplier``, ``dropout``, ``audio_frames_per_motion_frame``, ``normalize_audio``); a
     top-level ``feature_dim`` is the ``--feature-dim`` flag. Omit ``band`` for no band (TOML has no
@@ -364,12 +364,12 @@ def resolve_train_options(
     Args:
         file_values: ``load_train_file``'s result ({} without a file).
         flag_values: flag values with ``None`` for flags not given on the command line; keys are
-            ``TrainConfig`` fields, ``preset``, ``device`` and ``feature_dim``.
+            ``TrainConfig`` fields, ``preset``, ``device``, ``threads`` and ``feature_dim``.
         base: values below the file, in the same form (``load_run_values`` of a run being resumed).
         source: the config file's name, for error messages.
 
     Returns:
-        ``(config, options)`` with options ``{"preset": str | None, "device": str,
+        ``(config, options)`` with options ``{"preset": str | None, "device": str, "threads": int | None,
         "model_overrides": dict | None}``.
 
     Raises:
@@ -394,5 +394,7 @@ def resolve_train_options(
             raise
         raise ConfigError(f"{e} (options resolved from {source} and the command line)") from e
     options = {name: merged.get(name, default) for name, default in RUN_OPTIONS.items()}
+    if options["threads"] is not None and options["threads"] < 1:  # the flag has min=1, a file may say 0
+        raise ConfigError(f"{source or 'options'}: threads must be a positive integer, got {options['threads']}")
     options["model_overrides"] = overrides or None
     return config, options

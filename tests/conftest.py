@@ -34,3 +34,26 @@ def tiny_data(tmp_path_factory):
     write_synthetic_vocaset(root / "raw", num_speakers=2, num_sentences=3, use_espeak=False)
     prepare_vocaset(root / "raw", root / "data", splits=root / "raw" / "splits.toml")
     return root / "data"
+
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME", "NUMBA_NUM_THREADS")
+
+
+@pytest.fixture(autouse=True)
+def _restore_thread_policy():
+    """CLI commands apply talkface.runtime's thread policy to the process; undo it after each test so that
+    no test (or the subprocesses it starts) inherits another's threads."""
+    import os
+
+    import torch
+
+    saved_env = {k: os.environ.get(k) for k in _THREAD_ENV}
+    threads = torch.get_num_threads()
+    yield
+    for key, value in saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

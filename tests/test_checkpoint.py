@@ -106,6 +106,17 @@ def test_newer_format_and_mismatching_weights(tmp_path, model):
         load_checkpoint(tmp_path / "bad.safetensors")
 
 
+@pytest.mark.parametrize("version", ["0", "-1"])
+def test_older_format_versions_are_refused(tmp_path, model, version):
+    path = save_checkpoint(tmp_path / "m.safetensors", model)
+    old = tmp_path / "old.safetensors"
+    rewrite_meta(path, old, format_version=version)
+    for read in (read_checkpoint_meta, load_checkpoint):
+        with pytest.raises(CheckpointError, match=f"old.safetensors: checkpoint format version {version} is not "
+                                                  "supported; expected 1"):
+            read(old)
+
+
 def test_every_header_length_loads(tmp_path, model):
     """Header lengths of every residue mod 256 (128 included, whose first byte is the pickle opcode 0x80)."""
     lengths = set()

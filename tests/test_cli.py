@@ -1,5 +1,6 @@
 """CLI: each command parses, validates and delegates (library functions patched), and maps errors
-to exit codes: TalkfaceError → 1 with a one-line message, usage errors → 2."""
+to exit codes: TalkfaceError → 1 with a one-line message, usage errors → 2; every error names the flag or
+file at fault."""
 
 import re
 import time
@@ -19,6 +20,13 @@ runner = CliRunner()
 def _ok(result, code=0):
     assert result.exit_code == code, result.output
     return result
+
+
+def _message(result, code: int) -> str:
+    """The output of a command that exited with ``code``, without Rich's error box and with whitespace
+    collapsed (the box wraps long lines, paths anywhere: check a path's name and the words apart)."""
+    _ok(result, code)
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
 
 
 def test_version_and_help():
@@ -47,8 +55,11 @@ def test_prepare_vocaset_delegates(tmp_path, monkeypatch):
 
 
 def test_prepare_vocaset_errors(tmp_path, monkeypatch):
-    _ok(runner.invoke(app, ["prepare", "vocaset", str(tmp_path / "missing"), str(tmp_path / "o")]), 2)
-    _ok(runner.invoke(app, ["prepare", "vocaset", str(tmp_path), str(tmp_path / "o"), "--fps", "25"]), 2)
+    message = _message(runner.invoke(app, ["prepare", "vocaset", str(tmp_path / "missing"), str(tmp_path / "o")]), 2)
+    assert "Invalid value for 'raw_dir'" in message and "missing" in message and "does not exist" in message
+    message = _message(runner.invoke(app, ["prepare", "vocaset", str(tmp_path), str(tmp_path / "o"), "--fps", "25"]),
+                       2)
+    assert "--fps must be 30 or 60, got 25" in message
 
     def boom(*a, **k):
         raise DatasetError(f"{tmp_path}/data_verts.npy: missing; expected the four VOCASET files")
@@ -66,8 +77,10 @@ def test_prepare_other_sources_delegate(tmp_path, monkeypatch, sub, fn):
 
 def test_prepare_folder_needs_fps(tmp_path, monkeypatch):
     monkeypatch.setattr("talkface.data.prepare_folder", lambda raw, out, **kw: _report(out))
-    _ok(runner.invoke(app, ["prepare", "folder", str(tmp_path), str(tmp_path / "o")]), 2)
-    _ok(runner.invoke(app, ["prepare", "folder", str(tmp_path), str(tmp_path / "o"), "--fps", "0"]), 2)
+    assert "Missing option '--fps'" in _message(runner.invoke(app, ["prepare", "folder", str(tmp_path),
+                                                                    str(tmp_path / "o")]), 2)
+    message = _message(runner.invoke(app, ["prepare", "folder", str(tmp_path), str(tmp_path / "o"), "--fps", "0"]), 2)
+    assert "--fps must be > 0, got 0" in message
     _ok(runner.invoke(app, ["prepare", "folder", str(tmp_path), str(tmp_path / "o"), "--fps", "30"]))
 
 
@@ -109,8 +122,9 @@ def test_animate_unknown_style_and_bad_checkpoint(tmp_path):
     result = _ok(runner.invoke(app, ["animate", str(wav), "--checkpoint", str(ckpt), "--style", "A",
                                      "--out", str(tmp_path / "o.npz")]), 1)
     assert "model.safetensors" in result.output and "Traceback" not in result.output
-    _ok(runner.invoke(app, ["animate", str(tmp_path / "none.wav"), "--checkpoint", str(ckpt), "--style", "A",
-                            "--out", str(tmp_path / "o.npz")]), 2)
+    message = _message(runner.invoke(app, ["animate", str(tmp_path / "none.wav"), "--checkpoint", str(ckpt),
+                                           "--style", "A", "--out", str(tmp_path / "o.npz")]), 2)
+    assert "Invalid value for 'audio'" in message and "none.wav" in message and "does not exist" in message
 
 
 def test_animate_reports_failed_inputs(tmp_path, monkeypatch):
@@ -129,8 +143,10 @@ def test_animate_reports_failed_inputs(tmp_path, monkeypatch):
 def test_render_validates(tmp_path):
     anim = tmp_path / "a.npy"
     anim.write_bytes(b"x")
-    _ok(runner.invoke(app, ["render", str(anim), "--out", str(tmp_path / "o.mp4"), "--fps", "0"]), 2)
-    _ok(runner.invoke(app, ["render", str(anim), "--out", str(tmp_path / "o.mp4"), "--error-map"]), 2)
+    message = _message(runner.invoke(app, ["render", str(anim), "--out", str(tmp_path / "o.mp4"), "--fps", "0"]), 2)
+    assert "--fps must be > 0, got 0" in message
+    message = _message(runner.invoke(app, ["render", str(anim), "--out", str(tmp_path / "o.mp4"), "--error-map"]), 2)
+    assert "--error-map needs --compare GT" in message
     result = _ok(runner.invoke(app, ["render", str(anim), "--out", str(tmp_path / "o.mp4"), "--size", "7"]), 1)
     assert "size" in result.output
     result = _ok(runner.invoke(app, ["render", str(anim), "--out", str(tmp_path / "o.mp4"), "--shading", "toon"]), 1)
@@ -139,9 +155,9 @@ def test_render_validates(tmp_path):
 
 
 def test_evaluate_needs_exactly_one_source(tmp_path):
-    _ok(runner.invoke(app, ["evaluate", "--data", str(tmp_path)]), 2)
-    _ok(runner.invoke(app, ["evaluate", "--data", str(tmp_path), "--pred", str(tmp_path), "--checkpoint",
-                            str(tmp_path)]), 2)
+    for extra in ([], ["--pred", str(tmp_path), "--checkpoint", str(tmp_path)]):
+        message = _message(runner.invoke(app, ["evaluate", "--data", str(tmp_path), *extra]), 2)
+        assert "Invalid value for --checkpoint/--pred: give exactly one of --checkpoint or --pred" in message
 
 
 def test_info_and_demo_delegate(tmp_path, monkeypatch):
@@ -229,8 +245,10 @@ def test_train_config_file_then_flags(tmp_path, monkeypatch):
     cfg.write_text("epochs = 9\nbatchsize = 2\n")
     result = _ok(runner.invoke(app, base), 1)
     assert "batchsize" in result.output and "batch_size" in result.output and "train.toml" in result.output
-    _ok(runner.invoke(app, [*base, "--resume", "--overwrite"]), 2)
-    _ok(runner.invoke(app, [*base[:-2], "--config", str(tmp_path / "missing.toml")]), 2)
+    message = _message(runner.invoke(app, [*base, "--resume", "--overwrite"]), 2)
+    assert "--resume/--overwrite: --resume continues a run, --overwrite replaces it; give one" in message
+    message = _message(runner.invoke(app, [*base[:-2], "--config", str(tmp_path / "missing.toml")]), 2)
+    assert "Invalid value for '--config'" in message and "missing.toml" in message and "does not exist" in message
 
 
 def test_train_progress_reports_resume_validation_and_tensorboard(tmp_path, monkeypatch):
@@ -276,3 +294,75 @@ def test_train_saves_the_resolved_config(tiny_data, tmp_path):
     saved = json.loads((run / "config.json").read_text())
     assert saved["train"] == {**train, "epochs": 2} and saved["model"] == model
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+# ------------------------------------------------------------------------------ --threads (issue 20)
+def _spy_threads(monkeypatch) -> list:
+    seen: list = []
+    monkeypatch.setattr("talkface.cli.common.use_threads", lambda requested: seen.append(requested))
+    return seen
+
+
+def test_train_threads_from_flag_or_config_file(tmp_path, monkeypatch):
+    seen = _spy_threads(monkeypatch)
+    monkeypatch.setattr("talkface.train.train", _fake_train({}))
+    base = ["train", str(tmp_path), "--out", str(tmp_path / "run")]
+    _ok(runner.invoke(app, [*base, "--encoder", "tiny", "--threads", "3"]))
+    cfg = tmp_path / "train.toml"
+    cfg.write_text("threads = 2\n")
+    _ok(runner.invoke(app, [*base, "--config", str(cfg)]))
+    _ok(runner.invoke(app, [*base, "--config", str(cfg), "--threads", "1"]))  # the flag wins
+    _ok(runner.invoke(app, base))
+    assert seen == [3, 2, 1, None]
+    assert "'--threads': Input should be greater than or equal to 1" in _message(
+        runner.invoke(app, [*base, "--threads", "0"]), 2)
+    cfg.write_text("threads = 0\n")
+    message = _message(runner.invoke(app, [*base, "--config", str(cfg)]), 1)
+    assert "train.toml: threads must be a positive integer, got 0" in message and "train.toml" in message
+    cfg.write_text('threads = "2"\n')
+    assert "threads must be an integer" in _message(runner.invoke(app, [*base, "--config", str(cfg)]), 1)
+
+
+def test_animate_and_evaluate_threads(tmp_path, monkeypatch):
+    seen = _spy_threads(monkeypatch)
+    monkeypatch.setattr("talkface.workflows.animate_files", lambda inputs, **kw: [])
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"x")
+    _ok(runner.invoke(app, ["animate", str(wav), "--checkpoint", str(tmp_path), "--style", "A", "--out",
+                            str(tmp_path / "o"), "--threads", "2"]))
+    monkeypatch.setattr("talkface.evaluate.evaluation.evaluate", lambda *a, **k: (_ for _ in ()).throw(
+        DatasetError("stop here")))
+    _message(runner.invoke(app, ["evaluate", "--data", str(tmp_path), "--checkpoint", str(tmp_path)]), 1)
+    _message(runner.invoke(app, ["evaluate", "--data", str(tmp_path), "--pred", str(tmp_path), "--threads", "1"]), 1)
+    assert seen == [2, None, 1]
+
+
+APPLY_ORDER = """
+import sys
+from types import ModuleType, SimpleNamespace
+
+import talkface.runtime
+from typer.testing import CliRunner
+
+from talkface.cli import app
+
+seen = []
+real = talkface.runtime.apply_thread_policy
+talkface.runtime.apply_thread_policy = lambda policy: seen.append("torch" in sys.modules) or real(policy)
+tmp = sys.argv[1]
+stub = ModuleType("talkface.train")  # the real package loads torch: it must not be imported before the command
+stub.train = lambda *a, **k: SimpleNamespace(history=[], run_dir=tmp, best_path=None)
+sys.modules["talkface.train"] = stub
+result = CliRunner().invoke(app, ["train", tmp, "--out", tmp + "/run", "--encoder", "tiny", "--threads", "2"])
+print(result.exit_code, seen)
+"""
+
+
+def test_train_applies_the_policy_before_torch_loads(tmp_path):
+    """OMP_WAIT_POLICY only takes effect when set before torch loads the OpenMP runtime."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", APPLY_ORDER, str(tmp_path)], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split()[-2:] == ["0", "[False]"], out.stdout + out.stderr

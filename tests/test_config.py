@@ -60,12 +60,14 @@ def test_precedence_defaults_then_file_then_flags(tmp_path):
     assert config.loss == "mse" and config.gamma == 1.0 and isinstance(config.gamma, float)  # file
     assert config.epochs == 3 and config.divergence is False  # flags over file
     assert (config.lr, config.batch_size, config.encoder) == (defaults.lr, defaults.batch_size, defaults.encoder)
-    assert options == {"preset": None, "device": "cpu", "model_overrides": {"feature_dim": 32, "num_layers": 2}}
+    assert options == {"preset": None, "device": "cpu", "threads": None,
+                       "model_overrides": {"feature_dim": 32, "num_layers": 2}}
     config, options = resolve_train_options(values, {"feature_dim": 16, "device": "cuda"})
     assert options["model_overrides"] == {"feature_dim": 16, "num_layers": 2} and options["device"] == "cuda"
     # no file: the built-in defaults
     config, options = resolve_train_options({}, dict.fromkeys(("loss", "gamma")))
-    assert config == defaults and options == {"preset": None, "device": "auto", "model_overrides": None}
+    assert config == defaults and options == {"preset": None, "device": "auto", "threads": None,
+                                              "model_overrides": None}
 
 
 def test_train_table_and_top_level_feature_dim(tmp_path):

@@ -1,7 +1,13 @@
+import contextlib
 import errno
 import os
 import pickle
+import shutil
+import subprocess
+import sys
 import zipfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,13 +51,68 @@ def test_check_output_path(tmp_path):
         check_output_path(tmp_path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the fsynced file's name from /proc/self/fd")
+def test_fsync_happens_before_the_rename(tmp_path, monkeypatch):
+    """The data is on disk under its temporary name before the rename makes it the destination, and the
+    folder (which holds the renamed entry) is fsynced after it."""
+    calls: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        calls.append(("fsync", os.path.realpath(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst, *args, **kwargs):
+        calls.append(("replace", os.path.realpath(src), os.path.realpath(dst)))
+        real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    target = write_text_atomic(tmp_path / "x.txt", "data")
+    renames = [c for c in calls if c[0] == "replace"]
+    assert len(renames) == 1 and renames[0][2] == os.path.realpath(target)
+    at = calls.index(renames[0])
+    assert ("fsync", renames[0][1]) in calls[:at], f"no fsync of the temporary file before the rename: {calls}"
+    assert ("fsync", os.path.realpath(tmp_path)) in calls[at + 1:], f"no fsync of the folder after it: {calls}"
+    assert target.read_text() == "data"
+
+
+@contextlib.contextmanager
+def read_only_folder(path: Path) -> Iterator[Path]:
+    """A folder nobody may write into: mode 0o500 for a normal user; for root (who ignores modes) a
+    read-only tmpfs mounted on it, or a skip where mounting is not allowed (no CAP_SYS_ADMIN)."""
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o500)
+        try:
+            yield path
+        finally:
+            path.chmod(0o700)
+        return
+    mount = shutil.which("mount")
+    if mount is None:
+        pytest.skip("running as root, which writes into any folder whatever its mode, and no `mount` command "
+                    "to make a read-only tmpfs")
+    done = subprocess.run([mount, "-t", "tmpfs", "-o", "ro,size=64k,mode=0755", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip("running as root, which writes into any folder whatever its mode, and this machine does not "
+                    f"allow mounting a read-only tmpfs ({done.stderr.strip() or done.returncode})")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
 def test_read_only_folder(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    with pytest.raises(OutputError, match="not writable"):
-        check_output_path(ro / "a.npz")
+    with read_only_folder(tmp_path / "ro") as ro:
+        with pytest.raises(OutputError, match=f"{ro / 'a.npz'}: folder {ro} is not writable"):
+            check_output_path(ro / "a.npz")
+        with pytest.raises(OutputError, match="cannot write"):
+            write_text_atomic(ro / "a.txt", "x")
+        assert list(ro.iterdir()) == []
+    assert not os.path.ismount(ro)
 
 
 # --------------------------------------------------------------------------------------------- issue 15

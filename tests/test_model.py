@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -60,6 +61,46 @@ def test_default_frame_count_is_faceformers(tiny_model_config, tiny_encoder_conf
     biwi = make_model(biwi_like(tiny_model_config), tiny_encoder_config)
     assert biwi.generate(speech_like(1.0), torch.zeros(10, 3), torch.eye(3)[0]).shape == (24, 10, 3)
     assert model.generate(speech_like(1.0), torch.zeros(10, 3), torch.eye(3)[0], num_frames=31).shape[0] == 31
+
+
+@pytest.mark.parametrize("fps", [30.0, 25.0, 60.0])
+def test_frame_count_truncates_like_faceformer(tiny_model_config, tiny_encoder_config, fps):
+    """FaceFormer's frame count int(A / 50 * fps), A = (S - 400) // 320 + 1 CNN frames (wav2vec 2.0's
+    400-sample receptive field, 320-sample hop), checked where truncating and rounding A*fps/50 differ."""
+    model = make_model(dataclasses.replace(tiny_model_config, fps=fps), tiny_encoder_config)
+    checked = 0
+    for a in range(1, 300):
+        exact = a * fps / 50
+        if math.floor(exact + 0.5) == math.floor(exact):
+            continue
+        for samples in (400 + (a - 1) * 320, 400 + a * 320 - 1):  # the shortest and longest audio of A frames
+            assert model.num_frames_for(samples) == int(a / 50 * fps), (a, samples)
+        checked += 1
+    assert checked >= 100
+
+
+def test_cross_attention_dropout_acts_in_training_at_width_one():
+    """At alignment width 1 the softmax weight is exactly 1. In training, attention dropout still zeroes it
+    with probability p and scales it by 1/(1-p) otherwise: each head passes on 0 or v/(1-p). In eval: v."""
+    from talkface.model.decoder import DecoderLayer, merge_heads
+
+    torch.manual_seed(0)
+    dim, heads, p, frames = 8, 4, 0.5, 200
+    layer = DecoderLayer(dim, heads, 16, dropout=p)
+    with torch.no_grad():  # identity output projection: the heads' outputs are visible as they are
+        layer.multihead_attn.out_proj.weight.copy_(torch.eye(dim))
+        layer.multihead_attn.out_proj.bias.zero_()
+    memory_kv = layer.memory_keys_values(torch.randn(1, frames, dim), 1)  # one audio frame per motion frame
+    x = torch.randn(1, frames, dim)
+    values = merge_heads(memory_kv[1][:, :, :, 0]).view(1, frames, heads, dim // heads)
+    layer.eval()
+    assert torch.allclose(layer._cross_attention(x, memory_kv, 0).view_as(values), values)
+    layer.train()
+    out = layer._cross_attention(x, memory_kv, 0).view_as(values)
+    dropped = (out == 0).all(-1)
+    kept = torch.isclose(out, values / (1 - p), rtol=1e-5, atol=1e-7).all(-1)
+    assert (dropped | kept).all(), "in training each head passes on either nothing or v/(1-p)"
+    assert 0.35 < dropped.float().mean() < 0.65, f"dropped fraction {dropped.float().mean():.2f}, p = {p}"
 
 
 @pytest.mark.parametrize("layers", [1, 2])

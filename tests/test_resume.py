@@ -188,6 +188,18 @@ def test_resume_refusals(data, reference, tmp_path):
         run_train(data, reference, resume=True, config={"epochs": 2})
 
 
+@pytest.mark.parametrize("version", [0, -1, None, 2])
+def test_state_versions_outside_the_known_range_are_refused(tmp_path, version):
+    import torch
+
+    from talkface.train.state import STATE_FORMAT, load_state
+
+    torch.save({"format": STATE_FORMAT, **({} if version is None else {"version": version})}, tmp_path / "state.pt")
+    expected = "is newer than this talkface reads" if version == 2 else "is not supported"
+    with pytest.raises(CheckpointError, match=f"training state version {version!r} {expected}"):
+        load_state(tmp_path)
+
+
 def test_resume_with_more_epochs_continues_the_log(data, reference, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(reference, run)

@@ -170,3 +170,142 @@ def test_full_disk_leaves_no_half_made_run_but_keeps_a_resumable_one(tiny_data, 
     else:
         assert (run / "state.pt").is_file() and "--resume" in str(info.value)
         assert not [p for p in run.iterdir() if ".tmp-" in p.name]
+
+
+# ------------------------------------------------------------------------------ training-loop properties (issue 20)
+@pytest.fixture(scope="module")
+def four_clips(tmp_path_factory):
+    """4 train clips, 1 val clip (tests/train_job.py's corpus)."""
+    import train_job
+
+    return train_job.make_tiny_data(tmp_path_factory.mktemp("four"))
+
+
+def _run(data, run, *, dropout=True, resume=False, **changes):
+    """tests/train_job.py's recipe with ``changes``; ``dropout=False`` turns off every random part."""
+    import train_job
+
+    from talkface.train import train
+
+    return train(data, run, train_job.tiny_config(**changes), resume=resume, **train_job.tiny_kwargs(dropout))
+
+
+def _spy_optimizer_steps(monkeypatch) -> list[dict]:
+    """Record, at every optimizer step, the gradient each parameter holds just before the update."""
+    from talkface.train.loop import TrainLoop
+
+    steps: list[dict] = []
+    original = TrainLoop._optimizer_step
+
+    def spy(self):
+        steps.append({"epoch": self.pos.epoch, "grads": {n: p.grad.detach().clone()
+                                                         for n, p in self.model.named_parameters()
+                                                         if p.grad is not None}})
+        original(self)
+
+    monkeypatch.setattr(TrainLoop, "_optimizer_step", spy)
+    return steps
+
+
+def test_best_checkpoint_is_the_epoch_with_the_lowest_validation_loss(four_clips, tmp_path, monkeypatch):
+    """Whatever order the validation losses come in, best.safetensors holds the epoch whose val_loss in
+    metrics.jsonl is the lowest (scripted losses: the lowest is neither the first, the last nor the highest)."""
+    import talkface.train.loop as loop_module
+    from talkface.model.checkpoint import read_checkpoint_meta
+
+    scripted = iter([2.0, 0.5, 3.0, 1.0])
+    monkeypatch.setattr(loop_module, "evaluate_clips",
+                        lambda *a, **k: {"val_loss": next(scripted), "val_lve": None, "val_mve": 0.0})
+    run = tmp_path / "run"
+    _run(four_clips, run, epochs=4)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lowest = min(records, key=lambda r: r["val_loss"])
+    extra = read_checkpoint_meta(run / "best.safetensors")["extra"]
+    assert (extra["epoch"], extra["val_loss"]) == (lowest["epoch"], lowest["val_loss"]) == (2, 0.5)
+    assert read_checkpoint_meta(run / "last.safetensors")["extra"]["epoch"] == 4
+
+
+def test_accumulated_gradients_equal_one_batch_of_the_combined_size(four_clips, tmp_path, monkeypatch):
+    """grad_accum k over batches of b gives the gradient of one batch of k*b clips (the loss is a mean over
+    clips; Adam hides a k-times-too-large gradient in the weights, so the gradients themselves are compared)."""
+    steps = _spy_optimizer_steps(monkeypatch)
+    _run(four_clips, tmp_path / "accum", dropout=False, epochs=1, batch_size=1, grad_accum=2)
+    accumulated = list(steps)
+    steps.clear()
+    _run(four_clips, tmp_path / "batch", dropout=False, epochs=1, batch_size=2, grad_accum=1)
+    assert len(accumulated) == len(steps) == 2
+    for acc, one in zip(accumulated, steps, strict=True):
+        assert acc["grads"].keys() == one["grads"].keys()
+        scale = max(float(g.abs().max()) for g in one["grads"].values())
+        worst = max(float((acc["grads"][n] - g).abs().max()) for n, g in one["grads"].items())
+        assert worst <= 1e-4 * scale, f"accumulated gradients differ by {worst:.3g} (largest gradient {scale:.3g})"
+
+
+@pytest.mark.parametrize("grad_accum", [3, 4, 5])
+def test_every_epoch_ends_with_an_optimizer_step(four_clips, tmp_path, monkeypatch, grad_accum):
+    """4 batches per epoch: a trailing group smaller than grad_accum is stepped too, so no gradient crosses
+    into the next epoch and each epoch makes ceil(4 / grad_accum) updates."""
+    from talkface.train.loop import TrainLoop
+    from talkface.train.state import load_state
+
+    steps = _spy_optimizer_steps(monkeypatch)
+    leftovers: list[list[str]] = []
+    original = TrainLoop._epoch
+
+    def checked(self):
+        original(self)
+        leftovers.append([n for n, p in self.model.named_parameters() if p.grad is not None])
+
+    monkeypatch.setattr(TrainLoop, "_epoch", checked)
+    _run(four_clips, tmp_path / "run", epochs=2, batch_size=1, grad_accum=grad_accum)
+    per_epoch = -(-4 // grad_accum)
+    assert leftovers == [[], []], "gradients left over at an epoch's end: its last group was never stepped"
+    assert [s["epoch"] for s in steps] == [1] * per_epoch + [2] * per_epoch
+    assert load_state(tmp_path / "run")["position"].global_step == 2 * per_epoch
+
+
+class StubScaler:
+    """A GradScaler stand-in for CPU: scale 1, counts its updates; its state is what a resume must restore."""
+
+    def __init__(self) -> None:
+        self.updates = 0
+        self.scale_value = 1.0
+
+    def scale(self, loss):
+        return loss * self.scale_value
+
+    def step(self, optimizer) -> None:
+        optimizer.step()
+
+    def update(self) -> None:
+        self.updates += 1
+
+    def is_enabled(self) -> bool:
+        return True
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale_value, "_growth_tracker": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale_value, self.updates = float(state["scale"]), int(state["_growth_tracker"])
+
+
+def test_grad_scaler_state_round_trips_through_resume(four_clips, tmp_path, monkeypatch):
+    """A resumed run continues the scaler where it stopped: after 1 + 1 epochs of 4 steps it has counted
+    8 updates, as an uninterrupted run does."""
+    import talkface.train.loop as loop_module
+    from talkface.train.state import load_state
+
+    scalers: list[StubScaler] = []
+
+    def setup(config, device):
+        scalers.append(StubScaler())
+        return None, scalers[-1]
+
+    monkeypatch.setattr(loop_module, "_amp_setup", setup)
+    run = tmp_path / "run"
+    _run(four_clips, run, epochs=1)
+    assert load_state(run)["scaler"] == {"scale": 1.0, "_growth_tracker": 4}
+    _run(four_clips, run, epochs=2, resume=True)
+    assert len(scalers) == 2 and scalers[1].updates == 8
+    assert load_state(run)["scaler"] == {"scale": 1.0, "_growth_tracker": 8}

@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
+from talkface.cli import common
 from talkface.cli.common import (
     DeviceOpt,
     InFile,
     OverwriteOpt,
+    ThreadsOpt,
     console,
     err,
     handle_errors,
@@ -32,9 +34,11 @@ def animate(
     = "npz",
     render: Annotated[bool, typer.Option("--render", help="Also render an mp4 with the audio.")] = False,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Animate speech in a chosen speaker's style (.npz, FaceFormer .npy, an OBJ folder, or glTF/GLB)."""
+    common.use_threads(threads)
     from talkface import workflows
 
     inputs = workflows.expand_audio_inputs(audio)

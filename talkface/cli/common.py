@@ -22,6 +22,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from talkface import runtime
 from talkface.config import SEED_LIMIT, check_number
 from talkface.errors import ConfigError, InterruptedRun, TalkfaceError
 
@@ -62,6 +63,17 @@ positive_flag = number_flag(low=0, low_open=True)
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never inputs).")]
 DeviceOpt = Annotated[str, typer.Option("--device", callback=device_flag, help="auto, cpu, cuda or cuda:N.")]
 SeedOpt = Annotated[int, typer.Option(min=0, max=SEED_LIMIT - 1, help="Random seed.")]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", min=1, help="CPU threads for torch, idle ones sleeping (passive OpenMP waiting). (default: "
+                             "OMP_NUM_THREADS when set, else up to 2; see docs/benchmarks.md)")]
+
+
+def use_threads(requested: int | None) -> None:
+    """Apply the CPU thread policy (talkface.runtime) before the command imports torch: the OpenMP
+    wait policy is read when torch loads."""
+    policy = runtime.choose_thread_policy(requested, num_cpus=runtime.available_cpus(),
+                                          env_threads=runtime.env_thread_count())
+    runtime.apply_thread_policy(policy)
 InFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, resolve_path=True)]
 InDir = Annotated[Path, typer.Argument(exists=True, file_okay=False, resolve_path=True)]
 

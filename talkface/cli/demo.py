@@ -8,18 +8,21 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from talkface.cli.common import console, handle_errors, progress_bar
+from talkface.cli import common
+from talkface.cli.common import ThreadsOpt, console, handle_errors, progress_bar
 
 
 @handle_errors
 def demo(
     out: Annotated[Path, typer.Option(resolve_path=True, help="Folder for everything the demo writes.")] = Path("demo-output"),
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs (default: the demo's recipe).")] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Run the whole pipeline offline on a synthetic corpus: synthesise → prepare → train → animate → render.
 
     Writes raw/, data/, run/, the animation and demo.mp4 inside --out, replacing a previous demo's outputs.
     """
+    common.use_threads(threads)
     from talkface.demo import run_demo
 
     with progress_bar("demo") as update:

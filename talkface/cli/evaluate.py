@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from talkface.cli.common import DeviceOpt, _fmt, console, handle_errors, progress_bar
+from talkface.cli import common
+from talkface.cli.common import DeviceOpt, ThreadsOpt, _fmt, console, handle_errors, progress_bar
 from talkface.io.fileio import check_paths
 
 
@@ -29,12 +30,13 @@ def evaluate(
     = None,
     plot_clip: Annotated[str | None, typer.Option(help="Clip to plot (default: the first).")] = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Score predictions: LVE (m², ×1e-5), LVE (mm, sqrt), FDD and MVE; mean over styles and best style."""
-    from talkface.evaluate import evaluation as ev
-
     if (checkpoint is None) == (pred is None):
         raise typer.BadParameter("give exactly one of --checkpoint or --pred", param_hint="--checkpoint/--pred")
+    common.use_threads(threads)
+    from talkface.evaluate import evaluation as ev
     csv_path = csv if csv is not None else (report.with_suffix(".csv") if report is not None else None)
     check_paths({"--data": data, "--checkpoint": checkpoint, "--pred": pred, "--masks": masks},
                 {"--report": report, "--csv": csv_path, "--plot": plot})

@@ -11,9 +11,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from talkface.cli import common
 from talkface.cli.common import (
     InDir,
     OverwriteOpt,
+    ThreadsOpt,
     _fmt,
     console,
     device_flag,
@@ -68,6 +70,7 @@ def train(
     feature_cache_disk: Annotated[bool | None, typer.Option(
         "--feature-cache-disk/--no-feature-cache-disk",
         help="Also keep those features in RUN/feature_cache/. (default: on)")] = None,
+    threads: ThreadsOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -77,7 +80,6 @@ def train(
     resolved values are saved in RUN/config.json.
     """
     from talkface.config import load_run_values, load_train_file, resolve_train_options
-    from talkface.train import train as run_train
 
     if resume and overwrite:
         raise typer.BadParameter("--resume continues a run, --overwrite replaces it; give one",
@@ -86,12 +88,16 @@ def train(
     flags = dict(loss=loss, gamma=gamma, cost=cost, divergence=divergence, band=band, mse_weight=mse_weight,
                  batch_size=batch_size, teacher_forcing=teacher_forcing, epochs=epochs, lr=lr, seed=seed,
                  grad_accum=grad_accum, amp=amp, encoder=encoder, preset=preset, device=device,
-                 feature_dim=feature_dim, feature_cache_mb=feature_cache_mb, feature_cache_disk=feature_cache_disk)
+                 feature_dim=feature_dim, feature_cache_mb=feature_cache_mb, feature_cache_disk=feature_cache_disk,
+                 threads=threads)
     file_values = load_train_file(config_file) if config_file else {}
     # On --resume the run's own settings come first, so no flag needs repeating (--epochs may be raised).
     base = load_run_values(out) if resume else None
     config, options = resolve_train_options(file_values, flags, base=base,
                                             source=str(config_file) if config_file else None)
+    common.use_threads(options["threads"])  # before torch loads (talkface.train and talkface.model do)
+    from talkface.train import train as run_train
+
     encoder_config = None
     if config.encoder == "tiny":
         from talkface.model import tiny_encoder_config

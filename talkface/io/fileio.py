@@ -132,8 +132,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise OutputError(f"{dest}: cannot write ({e.strerror}); choose a writable output folder with free "
                           "space") from e
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        # exists() first: on a read-only file system unlinking a missing file fails with EROFS, not
+        # FileNotFoundError, and would hide the OutputError above
+        if tmp.exists():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

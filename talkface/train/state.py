@@ -187,8 +187,12 @@ def load_state(run: str | os.PathLike[str]) -> dict[str, Any]:
                               "Start a new run with --overwrite") from e
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path}: not a talkface training state (expected format {STATE_FORMAT!r})")
-    if int(state.get("version", 0)) > STATE_VERSION:
-        raise CheckpointError(f"{path}: training state version {state['version']} is newer than this talkface "
+    version = state.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: training state version {version!r} is not supported (expected 1 to "
+                              f"{STATE_VERSION}); start a new run with --overwrite")
+    if version > STATE_VERSION:
+        raise CheckpointError(f"{path}: training state version {version} is newer than this talkface "
                               f"reads ({STATE_VERSION}); upgrade talkface")
     # a state of the right format with a missing or malformed entry: KeyError/TypeError/ValueError, mapped
     with reading(path, "the training state", CheckpointError, "start a new run with --overwrite"):
