@@ -385,3 +385,39 @@ def test_lip_opening_follows_the_jaw(head):
 def test_espeak_corpus(tmp_path):
     report = write_synthetic_vocaset(tmp_path / "c", num_speakers=2, num_sentences=3, use_espeak=True)
     assert report.used_espeak and report.clips == 6 and 2.0 * 6 < report.seconds < 3.2 * 6
+
+
+def test_clip_time_shift_keeps_the_motion_in_order_and_within_bounds():
+    from talkface.synthetic.motion import clip_time_shift
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        shift = clip_time_shift(300, 60.0, rng, 0.08, 0.04)
+        assert np.all(np.abs(shift) <= 0.08 + 0.04 + 1e-12)
+        looked_at = np.arange(300) / 60.0 - shift  # where each frame looks in the unshifted motion
+        assert np.all(np.diff(looked_at) > 0)
+
+
+def test_constant_time_shift_is_a_lag():
+    """A constant per-frame shift d must give exactly the motion of a style with lag d."""
+    from talkface.synthetic.motion import MotionStyle, activation_curves
+
+    phonemes = [("_", 0.0, 0.2), ("m", 0.2, 0.3), ("a", 0.3, 0.5), ("p", 0.5, 0.6), ("_", 0.6, 0.9)]
+    lagged = activation_curves(phonemes, 54, MotionStyle(lag_s=0.05))
+    shifted = activation_curves(phonemes, 54, MotionStyle(), time_shift=np.full(54, 0.05))
+    for name in lagged:
+        np.testing.assert_allclose(shifted[name], lagged[name], atol=1e-7)
+    assert np.abs(lagged["jaw_open"] - activation_curves(phonemes, 54)["jaw_open"]).max() > 0.05
+
+
+def test_clip_jitter_changes_only_the_motion(tmp_path):
+    plain = write_synthetic_vocaset(tmp_path / "a", num_speakers=2, num_sentences=3, use_espeak=False)
+    jitter = write_synthetic_vocaset(tmp_path / "b", num_speakers=2, num_sentences=3, use_espeak=False,
+                                     clip_offset_s=0.08, clip_warp_s=0.04)
+    assert plain.frames == jitter.frames
+    va, vb = np.load(tmp_path / "a" / "data_verts.npy"), np.load(tmp_path / "b" / "data_verts.npy")
+    assert va.shape == vb.shape and np.abs(va - vb).max() > 1e-4
+    audio = [(tmp_path / d / "raw_audio_fixed.pkl").read_bytes() for d in ("a", "b")]
+    assert audio[0] == audio[1]
+    with pytest.raises(ConfigError, match="clip_warp_s"):
+        write_synthetic_vocaset(tmp_path / "c", num_speakers=2, num_sentences=3, use_espeak=False, clip_warp_s=0.5)

@@ -51,8 +51,9 @@ def train(
     teacher_forcing: Annotated[bool | None, typer.Option(
         "--teacher-forcing/--no-teacher-forcing", help="Feed ground truth. (default: off = autoregressive)")] = None,
     preset: Annotated[str | None, typer.Option(help="vocaset or biwi model numbers.")] = None,
-    encoder: Annotated[str | None, typer.Option(help="Pretrained wav2vec 2.0: hub name or local folder; 'tiny' = "
-                                                     "small random-init encoder (smoke tests). "
+    encoder: Annotated[str | None, typer.Option(help="Pretrained wav2vec 2.0: hub name or local folder; "
+                                                     "'synthetic-phonetic' = the small one shipped with talkface "
+                                                     "(offline); 'tiny' = small random-init encoder (smoke tests). "
                                                      "(default: facebook/wav2vec2-base-960h)")] = None,
     device: Annotated[str | None, typer.Option(callback=device_flag, help="auto, cpu, cuda or cuda:N. (default: auto)")]
     = None,

@@ -5,7 +5,9 @@ for the forward pass.
 """
 
 from talkface.model.audio_encoder import (
+    BUILTIN_ENCODERS,
     AudioEncoder,
+    builtin_encoder_info,
     load_pretrained_encoder_config,
     tiny_encoder_config,
     wav2vec2_base_config,
@@ -29,6 +31,8 @@ __all__ = [
     "AudioEncoder",
     "FeatureCache",
     "CACHE_DIR",
+    "BUILTIN_ENCODERS",
+    "builtin_encoder_info",
     "tiny_encoder_config",
     "wav2vec2_base_config",
     "load_pretrained_encoder_config",

@@ -55,6 +55,12 @@ WAV2VEC2_BASE_960H: dict[str, Any] = {
     "mask_feature_length": 10, "mask_feature_min_masks": 0, "vocab_size": 32, "pad_token_id": 0,
     "bos_token_id": 1, "eos_token_id": 2,
 }
+# Encoders that ship inside talkface (``talkface/assets/encoders/<name>.safetensors`` + ``<name>.json``), loaded
+# by name like a hub encoder but never from the hub. ``synthetic-phonetic``: a small wav2vec 2.0 pretrained by
+# frame-wise phoneme classification on espeak-ng speech (scripts/train_phonetic_encoder.py, issue #17).
+BUILTIN_ENCODERS = ("synthetic-phonetic",)
+PHONEME_HEAD_PREFIX = "phoneme_head."  # the pretraining classifier, shipped beside the encoder for tests
+BUILTIN_DIR = Path(__file__).resolve().parents[1] / "assets" / "encoders"
 HUB_PROBE_TIMEOUT = 3.0  # seconds; huggingface_hub's own retry loop takes ~25 s to give up offline
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's zero-mean/unit-variance epsilon
 
@@ -165,22 +171,70 @@ def _from_pretrained(cls: Any, name_or_path: str) -> Any:
         raise EncoderError(f"could not load wav2vec 2.0 encoder {name_or_path!r} ({e}); {_hint(name_or_path)}") from e
 
 
-def load_pretrained_encoder_config(name_or_path: str) -> dict[str, Any]:
-    """The ``Wav2Vec2Config.to_dict()`` of a hub name or local folder (config only, no weights).
+def builtin_encoder_info(name: str) -> dict[str, Any]:
+    """The metadata of a shipped encoder: ``wav2vec2_config``, ``phonemes``, ``training``, ``heldout_accuracy``.
 
     Raises:
-        EncoderError: see ``_from_pretrained``.
+        EncoderError: ``name`` is not a shipped encoder, or its files are missing or unreadable.
     """
+    import json
+
+    if name not in BUILTIN_ENCODERS:
+        raise EncoderError(f"{name!r} is not an encoder shipped with talkface; expected one of "
+                           f"{list(BUILTIN_ENCODERS)}")
+    meta_path, weights = BUILTIN_DIR / f"{name}.json", BUILTIN_DIR / f"{name}.safetensors"
+    if not (meta_path.is_file() and weights.is_file()):
+        raise EncoderError(f"the shipped encoder {name!r} is missing ({meta_path} and {weights.name} expected); "
+                           "reinstall talkface or rebuild it with scripts/train_phonetic_encoder.py")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        Wav2Vec2Config(**meta["wav2vec2_config"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EncoderError(f"{meta_path}: not a readable encoder description ({e}); rebuild it with "
+                           "scripts/train_phonetic_encoder.py") from e
+    return meta
+
+
+def _load_builtin(name: str) -> Wav2Vec2Model:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta = builtin_encoder_info(name)
+    model = Wav2Vec2Model(Wav2Vec2Config(**meta["wav2vec2_config"]))
+    path = BUILTIN_DIR / f"{name}.safetensors"
+    try:
+        state = {k: v for k, v in load_file(str(path)).items() if not k.startswith(PHONEME_HEAD_PREFIX)}
+        model.load_state_dict(state, strict=True)
+    except (OSError, RuntimeError, SafetensorError) as e:
+        raise EncoderError(f"{path}: its weights do not load into the encoder its .json describes ({e}); "
+                           "reinstall talkface or rebuild it with scripts/train_phonetic_encoder.py") from e
+    return model
+
+
+def load_pretrained_encoder_config(name_or_path: str) -> dict[str, Any]:
+    """The ``Wav2Vec2Config.to_dict()`` of a shipped encoder name, hub name or local folder (no weights).
+
+    Raises:
+        EncoderError: see ``builtin_encoder_info`` and ``_from_pretrained``.
+    """
+    if name_or_path in BUILTIN_ENCODERS:
+        return Wav2Vec2Config(**builtin_encoder_info(name_or_path)["wav2vec2_config"]).to_dict()
     return _from_pretrained(Wav2Vec2Config, name_or_path).to_dict()
 
 
 def load_pretrained_wav2vec2(name_or_path: str) -> Wav2Vec2Model:
     """A pretrained ``Wav2Vec2Model`` (a CTC checkpoint's head is dropped) with a frozen CNN.
 
+    ``name_or_path`` is a shipped encoder (``BUILTIN_ENCODERS``, loaded from the package, never the
+    hub), a hub name or a local folder.
+
     Raises:
-        EncoderError: see ``_from_pretrained``.
+        EncoderError: see ``builtin_encoder_info`` and ``_from_pretrained``.
     """
-    model = _from_pretrained(Wav2Vec2Model, name_or_path)
+    if name_or_path in BUILTIN_ENCODERS:
+        model = _load_builtin(name_or_path)
+    else:
+        model = _from_pretrained(Wav2Vec2Model, name_or_path)
     model.freeze_feature_encoder()
     return model
 

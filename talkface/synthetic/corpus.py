@@ -32,7 +32,7 @@ import numpy as np
 from talkface.errors import AudioError, ConfigError, OutputError
 from talkface.io.fileio import atomic_path, write_text_atomic
 from talkface.synthetic.head import Head, HeadShape, load_head_asset, save_head_asset, vary_head
-from talkface.synthetic.motion import FPS, MotionStyle, activation_curves, animate_head
+from talkface.synthetic.motion import FPS, MotionStyle, activation_curves, animate_head, clip_time_shift
 from talkface.synthetic.speech import SAMPLE_RATE, VoiceSpec, espeak_available, synthesize
 
 SENTENCES = (
@@ -259,6 +259,8 @@ def write_synthetic_vocaset(
     on_progress: Callable[[int, int, str], None] | None = None,
     max_lag_s: float = DEFAULT_MAX_LAG_S,
     tempo_range: tuple[float, float] = DEFAULT_TEMPO_RANGE,
+    clip_offset_s: float = 0.0,
+    clip_warp_s: float = 0.0,
 ) -> SyntheticReport:
     """Generate the synthetic corpus in VOCASET's raw format.
 
@@ -273,6 +275,10 @@ def write_synthetic_vocaset(
         on_progress: called as ``on_progress(done, total, clip_name)`` after each clip.
         max_lag_s, tempo_range: the speakers' timing spread (see ``make_speakers``); the defaults
             give the demo's corpus.
+        clip_offset_s, clip_warp_s: per-clip capture-sync jitter that neither the audio nor the speaker
+            predicts: a constant motion offset drawn in ±``clip_offset_s`` and a slow time warp of
+            amplitude up to ``clip_warp_s`` (``motion.clip_time_shift``), drawn per clip from ``seed``;
+            0 (the default) for none.
 
     Returns:
         A ``SyntheticReport``.
@@ -287,6 +293,9 @@ def write_synthetic_vocaset(
     if not 3 <= num_sentences <= len(SENTENCES):
         raise ConfigError(f"num_sentences is {num_sentences}; expected 3 to {len(SENTENCES)} (train, val, test)")
     _check_timing(max_lag_s, tempo_range)
+    for name, value in (("clip_offset_s", clip_offset_s), ("clip_warp_s", clip_warp_s)):
+        if not (np.isfinite(value) and 0.0 <= value <= 0.15):
+            raise ConfigError(f"{name} is {value!r}; expected 0 to 0.15 seconds (0: no per-clip jitter)")
     out = Path(out_dir)
     _check_out_dir(out)
 
@@ -318,9 +327,13 @@ def write_synthetic_vocaset(
     with atomic_path(out / "data_verts.npy") as tmp:
         verts = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(num_frames, base.num_vertices, 3))
         row = 0
+        jitter_rng = np.random.default_rng([seed, 17])
         for done, ((s, j), (audio, phonemes), n) in enumerate(zip(jobs, spoken, frames, strict=True), start=1):
             sp, name = speakers[s], sentence_name(j + 1)
-            verts[row : row + n] = animate_head(heads[s], activation_curves(phonemes, n, sp.style))
+            shift = None
+            if clip_offset_s or clip_warp_s:
+                shift = clip_time_shift(n, FPS, jitter_rng, clip_offset_s, clip_warp_s)
+            verts[row : row + n] = animate_head(heads[s], activation_curves(phonemes, n, sp.style, time_shift=shift))
             audio_dict[sp.name][name] = {"audio": audio, "sample_rate": SAMPLE_RATE}
             index[sp.name][name] = {f: row + f for f in range(n)}
             row += n
@@ -341,7 +354,8 @@ def write_synthetic_vocaset(
         seconds=float(sum(a.size for a, _ in spoken) / SAMPLE_RATE), used_espeak=espeak, out_dir=out,
     )
     meta = {"seed": seed, "used_espeak": espeak, "fps": FPS, "sample_rate": SAMPLE_RATE,
-            "max_lag_s": max_lag_s, "tempo_range": list(tempo_range), "sentences": list(sentences), "splits": spec,
+            "max_lag_s": max_lag_s, "tempo_range": list(tempo_range), "clip_offset_s": clip_offset_s,
+            "clip_warp_s": clip_warp_s, "sentences": list(sentences), "splits": spec,
             "speakers": [dataclasses.asdict(sp) for sp in speakers]}
     write_text_atomic(out / MARKER, json.dumps(meta, indent=2) + "\n")
     write_text_atomic(out / "README.md", _readme(speakers, sentences, report, spec))

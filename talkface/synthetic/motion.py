@@ -115,8 +115,26 @@ def warp_times(frame_times: np.ndarray, duration_s: float, style: MotionStyle) -
     return centre + (frame_times - style.lag_s - centre) * style.tempo
 
 
+def clip_time_shift(num_frames: int, fps: float, rng: np.random.Generator, max_offset_s: float,
+                    max_warp_s: float) -> np.ndarray:
+    """A clip's capture-sync jitter: a constant offset plus a slow sinusoidal time warp, seconds per frame.
+
+    offset ~ U(-max_offset_s, max_offset_s); warp(t) = a * sin(2 pi t / P + phi) with a ~ U(-max_warp_s,
+    max_warp_s), P ~ U(1, 2) s, phi ~ U(0, 2 pi). The warp's slope stays below 2 pi max_warp_s / 1 s, so
+    for max_warp_s < 0.15 the re-timed motion keeps its order (no frame looks back in time).
+
+    Returns:
+        (T,) float64 seconds, positive = the motion is late against the audio at that frame.
+    """
+    t = np.arange(num_frames) / fps
+    offset = rng.uniform(-max_offset_s, max_offset_s)
+    amp, period, phase = rng.uniform(-max_warp_s, max_warp_s), rng.uniform(1.0, 2.0), rng.uniform(0, 2 * np.pi)
+    return offset + amp * np.sin(2 * np.pi * t / period + phase)
+
+
 def activation_curves(
-    phonemes: list[tuple[str, float, float]], num_frames: int, style: MotionStyle = MotionStyle(), fps: float = FPS
+    phonemes: list[tuple[str, float, float]], num_frames: int, style: MotionStyle = MotionStyle(), fps: float = FPS,
+    time_shift: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Activations of the head's motion bases, one value per frame.
 
@@ -125,13 +143,18 @@ def activation_curves(
         num_frames: T, frames to produce (frame i is at i / fps seconds).
         style: the speaker's style.
         fps: frame rate.
+        time_shift: (T,) seconds the motion is late at each frame on top of the style's lag (a clip's
+            capture-sync jitter, ``clip_time_shift``); None for none.
 
     Returns:
         ``{"jaw_open", "lip_round", "lip_close", "smile_asym"}`` -> (T,) float32 activations.
     """
     duration = max(num_frames / fps, phonemes[-1][2] if phonemes else 0.0)
     times, curves = base_curves(phonemes, duration)
-    look = warp_times(np.arange(num_frames) / fps, duration, style)
+    frame_times = np.arange(num_frames) / fps
+    if time_shift is not None:
+        frame_times = frame_times - np.asarray(time_shift, dtype=np.float64)
+    look = warp_times(frame_times, duration, style)
     jaw, rnd, close = (np.interp(look, times, curves[:, k], left=0.0, right=0.0) for k in range(3))
     return {
         "jaw_open": (style.amplitude * jaw).astype(np.float32),
