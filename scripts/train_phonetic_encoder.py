@@ -278,13 +278,28 @@ def main(argv: list[str] | None = None) -> int:
             opt.step()
             sched.step()
             total_loss += float(loss.detach()) * len(order[i:i + args.batch])
+            if (i // args.batch + 1) % 25 == 0:
+                print(f"  epoch {epoch} step {i // args.batch + 1}: loss {float(loss.detach()):.3f} "
+                      f"({time.perf_counter() - t_start:.0f} s)", flush=True)
         acc = accuracy("heldout_new_voice")
-        history.append({"epoch": epoch, "train_loss": total_loss / len(order), **acc})
+        history.append({"epoch": epoch, "train_loss": total_loss / len(order), **acc,
+                        "elapsed_s": round(time.perf_counter() - t_start, 1)})
         print(f"epoch {epoch}: loss {total_loss / len(order):.3f}, held-out (new voices) frame accuracy "
               f"{acc['frame_accuracy']:.3f} ({time.perf_counter() - t_start:.0f} s)", flush=True)
+        if epoch < args.epochs:  # a usable encoder after every epoch, should the run be stopped
+            save(encoder, head, vocab, config, history, {"heldout_new_voice": acc}, args, argv, t_synth,
+                 time.perf_counter() - t_train, len(train_set), sum(a.shape[0] for a, _ in train_set))
     t_train = time.perf_counter() - t_train
     result = {split: accuracy(split) for split in ("heldout_seen_voice", "heldout_new_voice")}
+    save(encoder, head, vocab, config, history, result, args, argv, t_synth, t_train, len(train_set),
+         sum(a.shape[0] for a, _ in train_set))
+    print(json.dumps({"heldout_accuracy": result, "synthesis_s": t_synth, "training_s": t_train,
+                      "classes": len(vocab)}, indent=1))
+    return 0
 
+
+def save(encoder, head, vocab, config, history, result, args, argv, t_synth, t_train, num_train, train_samples):
+    """Write ``<name>.safetensors`` (encoder + phoneme head) and ``<name>.json`` (config, vocabulary, provenance)."""
     from safetensors.torch import save_file
 
     from talkface.fileio import atomic_path, write_text_atomic
@@ -298,10 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "name": args.name, "wav2vec2_config": config, "phonemes": vocab,
         "training": {
-            "command": " ".join(["python scripts/train_phonetic_encoder.py", *(sys.argv[1:] if argv is None else argv)]),
-            "seed": args.seed, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
-            "train_utterances": len(train_set),
-            "train_minutes": sum(a.shape[0] for a, _ in train_set) / SAMPLE_RATE / 60,
+            "command": " ".join(["python scripts/train_phonetic_encoder.py", *(argv or sys.argv[1:])]),
+            "seed": args.seed, "epochs_done": len(history), "epochs": args.epochs, "batch": args.batch,
+            "lr": args.lr, "train_utterances": num_train, "train_minutes": train_samples / SAMPLE_RATE / 60,
             "train_voices": [f"{a}+{v}" for a in TRAIN_ACCENTS for v in TRAIN_VARIANTS],
             "heldout_voices": list(HELDOUT_VOICES), "heldout_utterances_per_group": args.heldout_utterances,
             "synthesis_s": round(t_synth, 1), "training_s": round(t_train, 1), "threads": args.threads,
@@ -310,9 +324,6 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_accuracy": result,
     }
     write_text_atomic(args.out / f"{args.name}.json", json.dumps(meta, indent=1) + "\n")
-    print(json.dumps({"heldout_accuracy": result, "synthesis_s": t_synth, "training_s": t_train,
-                      "classes": len(vocab)}, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -55,21 +55,67 @@ def _numbers(cell: str) -> list[float]:
     return [float(x) for x in re.findall(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", cell)]
 
 
-def test_tiny_report_has_every_variant_and_finite_numbers(exp, tiny_report):
+def test_tiny_report_has_every_corpus_and_loss_and_finite_numbers(exp, tiny_report):
     text = (tiny_report / "results.md").read_text()
-    rows = _table_rows(text, "| variant |")
-    assert [r[0] for r in rows] == list(exp.VARIANTS)
-    for row in rows:
-        for cell in row[1:]:
-            values = _numbers(cell)
-            assert values and all(math.isfinite(v) for v in values), row
-    gamma_rows = _table_rows(text, "| γ (m²) |")
-    assert [float(r[0]) for r in gamma_rows] == sorted(exp.tiny_setup().gammas)
-    for row in gamma_rows:
-        assert all(math.isfinite(v) for cell in row for v in _numbers(cell)), row
+    for corpus in exp.CORPORA:
+        section = text[text.index(f"### Corpus {corpus}"):]
+        rows = _table_rows(section, "| loss | seeds |")
+        assert [r[0] for r in rows] == list(exp.VARIANTS)
+        for row in rows:
+            for cell in row[2:]:
+                values = _numbers(cell)
+                assert values and all(math.isfinite(v) for v in values), row
+        paired = _table_rows(section, "| loss − mse |")
+        assert [r[0] for r in paired] == [v for v in exp.VARIANTS if v != "mse"]
+        for row in paired:
+            assert all(re.search(r"\*\*(better|worse|no detectable difference)\*\*", c) for c in row[1:]), row
     assert "python benchmarks/softdtw_vs_mse.py --tiny" in text
-    assert str(tiny_report.parent) not in text  # the rerun command names no folder of this machine
     assert "torch" in text and "min" in text
+    assert str(tiny_report.parent) not in text  # the rerun command names no folder of this machine
+
+
+def test_tiny_results_json_has_seeds_means_cis_and_per_seed_values(exp, tiny_report):
+    import json
+
+    doc = json.loads((tiny_report / "results.json").read_text())
+    seeds = list(exp.tiny_setup().seeds)
+    assert set(doc["results"]) == set(exp.CORPORA)
+    for corpus, by_loss in doc["results"].items():
+        assert set(by_loss) == set(exp.VARIANTS)
+        for loss, entry in by_loss.items():
+            assert entry["seeds"] == seeds
+            for key, *_ in exp.METRICS:
+                m = entry["metrics"][key]
+                assert len(m["per_seed"]) == len(seeds)
+                finite = [v for v in m["per_seed"] if v is not None]
+                if len(finite) == len(seeds):
+                    assert m["mean"] == pytest.approx(float(np.mean(finite)))
+                    assert m["ci_low"] <= m["mean"] <= m["ci_high"]
+                if loss != "mse":
+                    d = m["diff_vs_mse"]
+                    base = by_loss["mse"]["metrics"][key]["per_seed"]
+                    if None not in base and None not in m["per_seed"]:
+                        assert d["per_seed"] == pytest.approx([a - b for a, b in zip(m["per_seed"], base)])
+
+
+def test_tiny_report_figures_are_real_pngs(tiny_report):
+    names = {"results_lip_opening.png", "results_differences.png"}
+    text = (tiny_report / "results.md").read_text()
+    for name in names:
+        data = (tiny_report / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
+        assert f"({name})" in text
+    assert {p.name for p in tiny_report.iterdir()} == names | {"results.md", "results.json"}  # no temp files
+
+
+def test_flag_values_are_checked(exp, tmp_path, capsys):
+    assert exp.main(["--tiny", "--epochs", "0", "--out", str(tmp_path)]) == 2
+    assert "--epochs 0" in capsys.readouterr().err
+    assert exp.main(["--tiny", "--jobs", "0", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit):
+        exp.parse_args(["--variants", "l1"])
+    with pytest.raises(SystemExit):
+        exp.parse_args(["--corpora", "d-nothing"])
 
 
 def test_rerun_command_has_no_machine_specific_folders(exp, tmp_path):
@@ -81,41 +127,63 @@ def test_rerun_command_has_no_machine_specific_folders(exp, tmp_path):
         "python benchmarks/softdtw_vs_mse.py --work=w --out=docs")
 
 
-def test_tiny_report_figures_are_real_pngs(tiny_report):
-    names = {"results_loss_curves.png", "results_lip_opening.png", "results_gamma.png", "results_alignment.png"}
-    text = (tiny_report / "results.md").read_text()
-    for name in names:
-        data = (tiny_report / name).read_bytes()
-        assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
-        assert f"({name})" in text
-    import matplotlib.image
-
-    image = matplotlib.image.imread(tiny_report / "results_lip_opening.png")
-    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
-    assert {p.name for p in tiny_report.iterdir()} == names | {"results.md"}  # no temporary files left
+def test_mean_ci_matches_the_t_table(exp):
+    values = [1.0, 2.0, 3.0, 4.0, 5.0]  # mean 3, sd sqrt(2.5), t(0.975, 4) = 2.7764451
+    mean, low, high = exp.mean_ci(values)
+    half = 2.7764451 * math.sqrt(2.5) / math.sqrt(5)
+    assert mean == 3.0 and low == pytest.approx(3 - half, rel=1e-6) and high == pytest.approx(3 + half, rel=1e-6)
+    assert math.isnan(exp.mean_ci([1.0])[1])
 
 
-def test_missing_data_fails_fast_with_the_path(exp, tmp_path, capsys):
-    missing = tmp_path / "no_vocaset"
-    rc = exp.main(["--data", str(missing), "--preset", "vocaset", "--out", str(tmp_path / "docs")])
-    assert rc == 2
-    err = capsys.readouterr().err
-    assert str(missing) in err and "talkface prepare" in err
-    assert not (tmp_path / "docs").exists()
+def test_verdict_reads_the_interval(exp):
+    assert exp.verdict(-2.0, -1.0, lower_is_better=True) == "better"
+    assert exp.verdict(1.0, 2.0, lower_is_better=True) == "worse"
+    assert exp.verdict(1.0, 2.0, lower_is_better=False) == "better"
+    assert exp.verdict(-1.0, 2.0, lower_is_better=True) == "no detectable difference"
+    assert exp.verdict(float("nan"), float("nan"), lower_is_better=True) == "no detectable difference"
 
 
-def test_flag_combinations_are_checked(exp, tmp_path, capsys):
-    assert exp.main(["--preset", "vocaset", "--out", str(tmp_path)]) == 2
-    assert "--preset only applies with --data" in capsys.readouterr().err
-    assert exp.main(["--tiny", "--epochs", "0", "--out", str(tmp_path)]) == 2
-    with pytest.raises(SystemExit):
-        exp.parse_args(["--variants", "l1"])
+def _all_monotone_paths(n: int, m: int):
+    """Every monotone path (0,0) -> (n-1,m-1) with steps (1,0), (0,1), (1,1), as (cells, steps) lists."""
+    if (n, m) == (1, 1):
+        yield [(0, 0)], []
+        return
+    for di, dj in ((1, 0), (0, 1), (1, 1)):
+        if n - di >= 1 and m - dj >= 1:
+            for cells, steps in _all_monotone_paths(n - di, m - dj):
+                yield cells + [(n - 1, m - 1)], steps + [(di, dj)]
 
 
-def test_data_mode_uses_the_papers_recipe(exp):
-    setup = exp.vocaset_setup("prepared", "vocaset", "facebook/wav2vec2-base-960h", "cuda")
-    assert (setup.lr, setup.batch_size, setup.epochs, setup.gamma) == (1e-4, 1, 100, 1e-3)
-    assert setup.encoder == "facebook/wav2vec2-base-960h" and setup.data == "prepared"
+def test_dtw_lip_error_is_the_brute_force_minimum_of_the_weighted_mean(exp):
+    rng = np.random.default_rng(4)
+    pred, gt = rng.normal(size=(5, 4, 3)), rng.normal(size=(6, 4, 3))
+    lips = np.array([0, 2, 3])
+    cost = ((pred[:, None, lips] - gt[None, :, lips]) ** 2).sum(-1).max(-1)
+    best = float("inf")
+    for cells, steps in _all_monotone_paths(5, 6):
+        weights = [2] + [2 if s == (1, 1) else 1 for s in steps]  # symmetric: diagonal steps count twice
+        best = min(best, sum(w * cost[c] for w, c in zip(weights, cells)) / (5 + 6))
+    assert exp.dtw_lip_error(pred, gt, lips, band=10) == pytest.approx(best, rel=1e-12)
+
+
+def test_dtw_lip_error_removes_timing_but_not_shape(exp):
+    t = np.linspace(0, 4 * np.pi, 60)
+    gt = np.zeros((60, 2, 3))
+    gt[:, 0, 1] = np.sin(t) ** 2
+    late = np.concatenate([gt[:1].repeat(2, 0), gt[:-2]])  # 2 frames late
+    lips = np.array([0, 1])
+    lve = float(((late - gt)[:, lips] ** 2).sum(-1).max(-1).mean())
+    assert exp.dtw_lip_error(late, gt, lips, band=4) < 0.05 * lve
+    assert exp.dtw_lip_error(gt, gt, lips, band=4) == 0.0
+    damped = 0.5 * gt
+    lve_damped = float(((damped - gt)[:, lips] ** 2).sum(-1).max(-1).mean())
+    assert exp.dtw_lip_error(damped, gt, lips, band=4) > 0.3 * lve_damped
+    assert exp.dtw_lip_error(late, gt, lips, band=4) <= lve + 1e-15
+
+
+def test_range_ratio_sees_damping(exp):
+    gt = np.sin(np.linspace(0, 6, 50))
+    assert exp.range_ratio(0.5 * gt + 3.0, gt) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("gamma", [1e-2, 0.5])
