@@ -80,7 +80,7 @@ def test_tiny_results_json_has_seeds_means_cis_and_per_seed_values(exp, tiny_rep
     doc = json.loads((tiny_report / "results.json").read_text())
     seeds = list(exp.tiny_setup().seeds)
     assert set(doc["results"]) == set(exp.CORPORA)
-    for corpus, by_loss in doc["results"].items():
+    for by_loss in doc["results"].values():
         assert set(by_loss) == set(exp.VARIANTS)
         for loss, entry in by_loss.items():
             assert entry["seeds"] == seeds
@@ -95,7 +95,7 @@ def test_tiny_results_json_has_seeds_means_cis_and_per_seed_values(exp, tiny_rep
                     d = m["diff_vs_mse"]
                     base = by_loss["mse"]["metrics"][key]["per_seed"]
                     if None not in base and None not in m["per_seed"]:
-                        assert d["per_seed"] == pytest.approx([a - b for a, b in zip(m["per_seed"], base)])
+                        assert d["per_seed"] == pytest.approx([a - b for a, b in zip(m["per_seed"], base, strict=True)])
 
 
 def test_tiny_report_figures_are_real_pngs(tiny_report):
@@ -162,7 +162,7 @@ def test_dtw_lip_error_is_the_brute_force_minimum_of_the_weighted_mean(exp):
     best = float("inf")
     for cells, steps in _all_monotone_paths(5, 6):
         weights = [2] + [2 if s == (1, 1) else 1 for s in steps]  # symmetric: diagonal steps count twice
-        best = min(best, sum(w * cost[c] for w, c in zip(weights, cells)) / (5 + 6))
+        best = min(best, sum(w * cost[c] for w, c in zip(weights, cells, strict=True)) / (5 + 6))
     assert exp.dtw_lip_error(pred, gt, lips, band=10) == pytest.approx(best, rel=1e-12)
 
 
