@@ -84,7 +84,7 @@ class Setup:
     test_sentences: tuple[int, int] = (14, 16)
     corpus_seed: int = 0
     fps: float = 30.0
-    epochs: int = 30
+    epochs: int = 20
     lr: float = 1e-3
     batch_size: int = 8
     gamma: float = 1e-3
@@ -460,20 +460,33 @@ def run_one(setup: Setup, prep: Prepared, corpus: str, variant: str, seed: int, 
     return record
 
 
-def _run_many(setup: Setup, data: Path, corpus: str, jobs_list: list[tuple[str, int, Path]],
-              threads: int) -> list[dict[str, Any]]:
-    """Several runs of one corpus in a worker process (features computed once per worker)."""
+_PREPARED: dict[str, Prepared] = {}  # per process: each corpus' clips and encoder features, computed once
+
+
+def _run_job(setup: Setup, data: Path, corpus: str, variant: str, seed: int, run_dir: Path,
+             threads: int) -> dict[str, Any]:
+    """One run, in this process or a worker (which encodes each corpus once, on its first run of it)."""
     import torch
 
     torch.set_num_threads(threads)
-    prep = prepare_corpus(setup, data)
-    out = []
-    for variant, seed, run_dir in jobs_list:
-        record = run_one(setup, prep, corpus, variant, seed, run_dir)
-        print(f"  {corpus} {variant} seed {seed}: {record['run_s']:.0f} s, LVE "
-              f"{record['groups']['all']['lve'] * 1e5:.3f}e-5, corr {record['groups']['all']['corr']:.3f}", flush=True)
-        out.append(record)
-    return out
+    if corpus not in _PREPARED:
+        _PREPARED[corpus] = prepare_corpus(setup, data)
+    record = run_one(setup, _PREPARED[corpus], corpus, variant, seed, run_dir)
+    print(f"  {corpus} {variant} seed {seed}: {record['run_s']:.0f} s ({record['cpu_s']:.0f} CPU-s), LVE "
+          f"{record['groups']['all']['lve'] * 1e5:.3f}e-5, corr {record['groups']['all']['corr']:.3f}"
+          f"{' (reused)' if record.get('reused') else ''}", flush=True)
+    return record
+
+
+def run_order(setup: Setup) -> list[tuple[str, str, int]]:
+    """(corpus, variant, seed) in the order they run: mse and softdtw on every corpus first (c, a, b), then
+    the other losses, all seeds of a cell together, so that a run stopped early leaves whole cells."""
+    priority = [c for c in ("c-clip", "a-none", "b-speaker") if c in setup.corpora]
+    priority += [c for c in setup.corpora if c not in priority]
+    first = [v for v in ("mse", "softdtw") if v in setup.variants]
+    rest = [v for v in setup.variants if v not in first]
+    cells = [(c, v) for c in priority for v in first] + [(c, v) for c in priority for v in rest]
+    return [(c, v, s) for c, v in cells for s in setup.seeds]
 
 
 def run_experiment(setup: Setup, work: Path, log: Any = print, *, jobs: int = 1, threads: int = 1) -> dict[str, Any]:
@@ -481,25 +494,19 @@ def run_experiment(setup: Setup, work: Path, log: Any = print, *, jobs: int = 1,
     t_start = time.perf_counter()
     datas = {c: build_corpus(setup, c, work) for c in setup.corpora}
     log(f"corpora ready in {time.perf_counter() - t_start:.0f} s")
-    todo = [(c, v, s, work / c / "runs" / f"{v}_s{s}") for c in setup.corpora for v in setup.variants
-            for s in setup.seeds]
-    # Split the runs into `jobs` interleaved shares per corpus, so each worker encodes a corpus once.
-    shares: list[tuple[str, list[tuple[str, int, Path]]]] = []
-    for corpus in setup.corpora:
-        mine = [(v, s, d) for c, v, s, d in todo if c == corpus]
-        for j in range(max(1, jobs)):
-            if mine[j::jobs]:
-                shares.append((corpus, mine[j::jobs]))
+    order = run_order(setup)
+    paths = {key: work / key[0] / "runs" / f"{key[1]}_s{key[2]}" for key in order}
     if jobs <= 1:
-        results = [_run_many(setup, datas[c], c, share, threads) for c, share in shares]
+        done = [_run_job(setup, datas[c], c, v, s, paths[(c, v, s)], threads) for c, v, s in order]
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_many, setup, datas[c], c, share, threads) for c, share in shares]
-            results = [f.result() for f in futures]
-    records = {(r["corpus"], r["variant"], r["seed"]): r for rs in results for r in rs}
+            futures = [pool.submit(_run_job, setup, datas[c], c, v, s, paths[(c, v, s)], threads)
+                       for c, v, s in order]
+            done = [f.result() for f in futures]
+    records = {(r["corpus"], r["variant"], r["seed"]): r for r in done}
     runs = {c: {v: [records[(c, v, s)] for s in setup.seeds] for v in setup.variants} for c in setup.corpora}
     styles = {c: _speaker_styles(work / c / "raw") for c in setup.corpora}
     return {"runs": runs, "styles": styles, "wall_s": time.perf_counter() - t_start,
@@ -705,6 +712,15 @@ def versions() -> dict[str, str]:
             "python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
 
 
+def _load() -> str:
+    """The machine's load average when the report is written (timings on shared cores depend on it)."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} over 1 / 5 / 15 min when written"
+
+
 def write_json(setup: Setup, result: dict[str, Any], summary: dict[str, Any], out: Path, command: str) -> Path:
     from talkface.io.fileio import write_text_atomic
 
@@ -744,6 +760,7 @@ def write_report(setup: Setup, result: dict[str, Any], out: Path, command: str) 
     every = [r for by_v in runs.values() for rs in by_v.values() for r in rs]
     run_s = np.array([r["run_s"] for r in every])
     reused = sum(bool(r.get("reused")) for r in every)
+    cpu_s = np.array([r.get("cpu_s", np.nan) for r in every])
     v = versions()
     info = builtin_encoder_info(setup.encoder) if setup.encoder == "synthetic-phonetic" else {}
     acc = info.get("heldout_accuracy", {}).get("heldout_new_voice", {}).get("frame_accuracy")
@@ -775,9 +792,11 @@ Generated by `benchmarks/softdtw_vs_mse.py` (issues #11, #17); machine-readable 
 
     {command}
 
-Wall time {result['wall_s'] / 60:.1f} min{f' ({reused} runs reused)' if reused else ''}; per run (train + test
-generation) {np.min(run_s):.0f}–{np.max(run_s):.0f} s (median {np.median(run_s):.0f} s). talkface {v['talkface']},
-torch {v['torch']}, numpy {v['numpy']}, Python {v['python']}; {v['machine']}; {result.get('parallel', '')}.
+Wall time {result['wall_s'] / 60:.1f} min{f' ({reused} of {len(every)} runs reused from the work folder)' if reused
+else ''}; per run (train + test generation) {np.min(run_s):.0f}–{np.max(run_s):.0f} s wall (median
+{np.median(run_s):.0f} s), {np.sum(cpu_s) / 60:.1f} CPU-min for all {len(every)} runs ({_load()}).
+talkface {v['talkface']}, torch {v['torch']}, numpy {v['numpy']}, Python {v['python']}; {v['machine']};
+{result.get('parallel', '')}.
 
 ## Setup
 

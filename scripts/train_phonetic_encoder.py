@@ -162,6 +162,59 @@ def frame_labels(phonemes: list, num_frames: int, hop: int, field: int) -> list[
     return [normalize_phoneme(phonemes[i][0]) for i in idx]
 
 
+def evaluate_only(args, encoder, head, vocab, sets, accuracy) -> int:
+    """Load ``--out/<name>`` into ``encoder`` and ``head``, measure the held-out accuracy, record it in the json."""
+    from safetensors.torch import load_file
+
+    from talkface.fileio import write_text_atomic
+
+    state = load_file(str(args.out / f"{args.name}.safetensors"))
+    encoder.wav2vec2.load_state_dict({k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)})
+    head.load_state_dict({k[len(HEAD_PREFIX):]: v for k, v in state.items() if k.startswith(HEAD_PREFIX)})
+    t0 = time.perf_counter()
+    result = {split: accuracy(split) for split in ("heldout_seen_voice", "heldout_new_voice")}
+    meta_path = args.out / f"{args.name}.json"
+    meta = json.loads(meta_path.read_text())
+    meta["heldout_accuracy"] = result
+    meta["heldout_evaluation"] = {"device": args.device, "seconds": round(time.perf_counter() - t0, 1),
+                                  "utterances_per_group": args.heldout_utterances}
+    write_text_atomic(meta_path, json.dumps(meta, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def write_pack(path: Path, data: dict[str, list]) -> None:
+    """All utterances in one .npz: int16 audio and phoneme tables, concatenated, with offsets."""
+    out: dict[str, np.ndarray] = {}
+    for split, items in data.items():
+        if not items:
+            continue
+        audio = [np.clip(np.round(a * 32768.0), -32768, 32767).astype(np.int16) for a, _ in items]
+        out[f"{split}.audio"] = np.concatenate(audio)
+        out[f"{split}.audio_len"] = np.array([a.size for a in audio])
+        out[f"{split}.names"] = np.array([p for _, ph in items for p, _, _ in ph])
+        out[f"{split}.bounds"] = np.array([[s, e] for _, ph in items for _, s, e in ph])
+        out[f"{split}.phon_len"] = np.array([len(ph) for _, ph in items])
+    np.savez(path, **out)
+
+
+def read_pack(path: Path) -> dict[str, list]:
+    with np.load(path, allow_pickle=False) as z:
+        splits = sorted({k.split(".")[0] for k in z.files}, key=lambda s: (s != "train", s))
+        data = {}
+        for split in splits:
+            a_end, p_end = np.cumsum(z[f"{split}.audio_len"]), np.cumsum(z[f"{split}.phon_len"])
+            audio, names, bounds = z[f"{split}.audio"], z[f"{split}.names"], z[f"{split}.bounds"]
+            items = []
+            for i in range(len(a_end)):
+                a0, p0 = (a_end[i - 1], p_end[i - 1]) if i else (0, 0)
+                ph = [(str(n), float(b[0]), float(b[1])) for n, b in zip(names[p0:p_end[i]], bounds[p0:p_end[i]],
+                                                                          strict=True)]
+                items.append((audio[a0:a_end[i]].astype(np.float32) / 32768.0, ph))
+            data[split] = items
+    return data
+
+
 # ------------------------------------------------------------------------------------- model
 
 
@@ -190,6 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--synth-workers", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the shipped weights were trained on cuda, see "
+                                                   "the json's training.device)")
+    p.add_argument("--pack", type=Path, default=None,
+                   help="write the synthesised utterances (int16) to this .npz and stop (to train elsewhere)")
+    p.add_argument("--from-pack", type=Path, default=None, help="read the utterances from a --pack file")
+    p.add_argument("--train-cnn", action="store_true",
+                   help="learn the CNN too (default: keep the seeded random CNN frozen, as FaceFormer keeps its CNN "
+                        "frozen, and compute its features once per utterance: ~20x cheaper on CPU)")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="measure the held-out accuracy of the encoder in --out and record it in its json")
     args = p.parse_args(argv)
 
     import torch
@@ -200,21 +263,32 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t_start = time.perf_counter()
-    args.cache.mkdir(parents=True, exist_ok=True)
-    plan = utterance_plan(args.train_utterances, args.heldout_utterances, args.seed)
-    data: dict[str, list] = {}
-    with ThreadPoolExecutor(args.synth_workers) as pool:
-        for split, items in plan.items():
-            data[split] = list(pool.map(lambda tv: synthesize_cached(tv[0], tv[1], args.cache), items))
-            print(f"{split}: {len(items)} utterances, {sum(a.size for a, _ in data[split]) / SAMPLE_RATE / 60:.1f} "
-                  f"min ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    if args.from_pack is not None:
+        data = read_pack(args.from_pack)
+    else:
+        args.cache.mkdir(parents=True, exist_ok=True)
+        plan = utterance_plan(args.train_utterances, args.heldout_utterances, args.seed)
+        if args.evaluate_only:  # the held-out sentences only (they do not depend on the training voices)
+            plan = {split: items for split, items in plan.items() if split != "train"}
+        data = {}
+        with ThreadPoolExecutor(args.synth_workers) as pool:
+            for split, items in plan.items():
+                data[split] = list(pool.map(lambda tv: synthesize_cached(tv[0], tv[1], args.cache), items))
+    for split, items in data.items():
+        print(f"{split}: {len(items)} utterances, {sum(a.size for a, _ in items) / SAMPLE_RATE / 60:.1f} "
+              f"min ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    if args.pack is not None:
+        write_pack(args.pack, data)
+        return 0
     t_synth = time.perf_counter() - t_start
 
     config = encoder_config(args.conv_dim, args.hidden, args.layers, args.heads)
     encoder = AudioEncoder(config, audio_frames_per_motion_frame=1, fps=50.0)
-    for param in encoder.wav2vec2.feature_extractor.parameters():  # pretraining learns the CNN too
-        param.requires_grad = True
-    encoder.wav2vec2.feature_extractor._requires_grad = True
+    if args.train_cnn:
+        for param in encoder.wav2vec2.feature_extractor.parameters():
+            param.requires_grad = True
+        encoder.wav2vec2.feature_extractor._requires_grad = True
+    device = torch.device(args.device)
 
     def labelled(split: str) -> list[tuple[torch.Tensor, list[str]]]:
         return [(torch.from_numpy(a), frame_labels(ph, encoder.num_cnn_frames(a.size), encoder.hop,
@@ -222,34 +296,71 @@ def main(argv: list[str] | None = None) -> int:
 
     sets = {split: labelled(split) for split in data}
     counts: dict[str, int] = {}
-    for _, labels in sets["train"]:
+    for _, labels in sets.get("train", []):
         for name in labels:
             counts[name] = counts.get(name, 0) + 1
     vocab = sorted(n for n, c in counts.items() if c >= 30) + ["<other>"]
+    if args.evaluate_only:
+        vocab = json.loads((args.out / f"{args.name}.json").read_text())["phonemes"]
     index = {n: i for i, n in enumerate(vocab)}
 
     def targets(labels: list[str]) -> torch.Tensor:
         return torch.tensor([index.get(n, len(vocab) - 1) for n in labels])
 
     head = nn.Linear(encoder.hidden_size, len(vocab))
+    encoder.to(device)
+    head.to(device)
     params = [q for q in [*encoder.parameters(), *head.parameters()] if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    train_set = sets["train"]
-    steps = args.epochs * ((len(train_set) + args.batch - 1) // args.batch)
+    train_set = sets.get("train", [])
+    steps = max(1, args.epochs * ((len(train_set) + args.batch - 1) // args.batch))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps))))
     order = np.arange(len(train_set))
     rng = np.random.default_rng(args.seed)
 
+    cnn_cache: dict[int, torch.Tensor] = {}
+
+    def cnn(a: torch.Tensor, frames: int) -> torch.Tensor:
+        """(frames, C) CNN features of one utterance, as ``AudioEncoder.forward`` computes them; cached when frozen."""
+        if args.train_cnn:
+            return encoder._aligned_cnn(a.to(device), frames)
+        key = id(a)
+        if key not in cnn_cache:
+            with torch.no_grad():
+                cnn_cache[key] = encoder._aligned_cnn(a.to(device), frames)
+        return cnn_cache[key]
+
     def forward(batch: list[tuple[torch.Tensor, list[str]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``AudioEncoder.forward`` step by step (so the frozen CNN's output can be reused) plus the head."""
+        lengths = [len(lab) for _, lab in batch]
+        feats = [cnn(a, n) for (a, _), n in zip(batch, lengths, strict=True)]
+        total = max(lengths)
+        padded = torch.stack([torch.nn.functional.pad(f, (0, 0, 0, total - f.shape[0])) for f in feats])
+        mask = torch.arange(total, device=device)[None] < torch.tensor(lengths, device=device)[:, None]
+        projected = encoder.wav2vec2.feature_projection(padded)
+        hidden = projected[0] if isinstance(projected, tuple) else projected
+        hidden = encoder._transformer(encoder._spec_augment(hidden, lengths), lengths)
+        logits = head(hidden)[mask]
+        return logits, torch.cat([targets(lab) for _, lab in batch]).to(device)
+
+    def forward_reference(batch: list[tuple[torch.Tensor, list[str]]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(a.shape[0] for a, _ in batch)
         audio = torch.stack([torch.nn.functional.pad(a, (0, width - a.shape[0])) for a, _ in batch])
         lengths = torch.tensor([a.shape[0] for a, _ in batch])
         frames = torch.tensor([len(lab) for _, lab in batch])
-        hidden, mask = encoder(audio, lengths, frames)
+        hidden, mask = encoder(audio.to(device), lengths.to(device), frames.to(device))
         logits = head(hidden)[mask]
-        return logits, torch.cat([targets(lab) for _, lab in batch])
+        return logits, torch.cat([targets(lab) for _, lab in batch]).to(device)
+
+    encoder.eval()  # the cached path is AudioEncoder.forward, step by step: check it on two utterances
+    probe = (train_set or next(iter(sets.values())))[:2]
+    with torch.no_grad():
+        same = torch.allclose(forward(probe)[0], forward_reference(probe)[0], atol=1e-4)
+    encoder.train()
+    if not same:
+        raise RuntimeError("the cached forward pass differs from AudioEncoder.forward; fix forward()")
 
     def accuracy(split: str) -> dict[str, float]:
         encoder.eval()
@@ -264,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         encoder.train()
         return {"frame_accuracy": right / total, "speech_frame_accuracy": right_speech / total_speech}
 
+    if args.evaluate_only:
+        return evaluate_only(args, encoder, head, vocab, sets, accuracy)
     t_train = time.perf_counter()
     history = []
     for epoch in range(1, args.epochs + 1):
@@ -281,16 +394,16 @@ def main(argv: list[str] | None = None) -> int:
             if (i // args.batch + 1) % 25 == 0:
                 print(f"  epoch {epoch} step {i // args.batch + 1}: loss {float(loss.detach()):.3f} "
                       f"({time.perf_counter() - t_start:.0f} s)", flush=True)
-        acc = accuracy("heldout_new_voice")
+        acc = accuracy("heldout_new_voice") if sets.get("heldout_new_voice") else {}
         history.append({"epoch": epoch, "train_loss": total_loss / len(order), **acc,
                         "elapsed_s": round(time.perf_counter() - t_start, 1)})
         print(f"epoch {epoch}: loss {total_loss / len(order):.3f}, held-out (new voices) frame accuracy "
-              f"{acc['frame_accuracy']:.3f} ({time.perf_counter() - t_start:.0f} s)", flush=True)
+              f"{acc.get('frame_accuracy', float('nan')):.3f} ({time.perf_counter() - t_start:.0f} s)", flush=True)
         if epoch < args.epochs:  # a usable encoder after every epoch, should the run be stopped
             save(encoder, head, vocab, config, history, {"heldout_new_voice": acc}, args, argv, t_synth,
                  time.perf_counter() - t_train, len(train_set), sum(a.shape[0] for a, _ in train_set))
     t_train = time.perf_counter() - t_train
-    result = {split: accuracy(split) for split in ("heldout_seen_voice", "heldout_new_voice")}
+    result = {split: accuracy(split) for split in ("heldout_seen_voice", "heldout_new_voice") if sets.get(split)}
     save(encoder, head, vocab, config, history, result, args, argv, t_synth, t_train, len(train_set),
          sum(a.shape[0] for a, _ in train_set))
     print(json.dumps({"heldout_accuracy": result, "synthesis_s": t_synth, "training_s": t_train,
@@ -305,11 +418,12 @@ def save(encoder, head, vocab, config, history, result, args, argv, t_synth, t_t
     from talkface.fileio import atomic_path, write_text_atomic
 
     args.out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in encoder.wav2vec2.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.wav2vec2.state_dict().items()}
     # the classifier travels too (a few kB), so a test can check the shipped encoder still knows phonemes
-    state.update({f"{HEAD_PREFIX}{k}": v.detach().contiguous() for k, v in head.state_dict().items()})
+    state.update({f"{HEAD_PREFIX}{k}": v.detach().cpu().contiguous() for k, v in head.state_dict().items()})
     with atomic_path(args.out / f"{args.name}.safetensors") as tmp:
         save_file(state, str(tmp))
+        tmp.chmod(0o644)  # package data: readable by everyone, like the json
     meta = {
         "name": args.name, "wav2vec2_config": config, "phonemes": vocab,
         "training": {
@@ -319,6 +433,7 @@ def save(encoder, head, vocab, config, history, result, args, argv, t_synth, t_t
             "train_voices": [f"{a}+{v}" for a in TRAIN_ACCENTS for v in TRAIN_VARIANTS],
             "heldout_voices": list(HELDOUT_VOICES), "heldout_utterances_per_group": args.heldout_utterances,
             "synthesis_s": round(t_synth, 1), "training_s": round(t_train, 1), "threads": args.threads,
+            "device": args.device,
             "history": history,
         },
         "heldout_accuracy": result,
