@@ -166,7 +166,7 @@ def evaluate_only(args, encoder, head, vocab, sets, accuracy) -> int:
     """Load ``--out/<name>`` into ``encoder`` and ``head``, measure the held-out accuracy, record it in the json."""
     from safetensors.torch import load_file
 
-    from talkface.fileio import write_text_atomic
+    from talkface.io.fileio import write_text_atomic
 
     state = load_file(str(args.out / f"{args.name}.safetensors"))
     encoder.wav2vec2.load_state_dict({k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)})
@@ -415,7 +415,7 @@ def save(encoder, head, vocab, config, history, result, args, argv, t_synth, t_t
     """Write ``<name>.safetensors`` (encoder + phoneme head) and ``<name>.json`` (config, vocabulary, provenance)."""
     from safetensors.torch import save_file
 
-    from talkface.fileio import atomic_path, write_text_atomic
+    from talkface.io.fileio import atomic_path, write_text_atomic
 
     args.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.wav2vec2.state_dict().items()}

@@ -66,8 +66,8 @@ def test_missing_or_unknown_encoder_is_a_typed_error(monkeypatch, tmp_path):
 
 
 def test_train_config_file_selects_it_and_training_keeps_its_cnn(tmp_path, tiny_data, no_hub):
-    from talkface.checkpoint import load_checkpoint
     from talkface.config import load_train_file, resolve_train_options
+    from talkface.model.checkpoint import load_checkpoint
     from talkface.train import train
 
     path = tmp_path / "train.toml"
