@@ -745,7 +745,7 @@ def write_json(setup: Setup, result: dict[str, Any], summary: dict[str, Any], ou
     return write_text_atomic(out / "results.json", json.dumps(clean(doc), indent=1) + "\n")
 
 
-def write_report(setup: Setup, result: dict[str, Any], out: Path, command: str) -> Path:
+def write_report(setup: Setup, result: dict[str, Any], out: Path, command: str, note: str = "") -> Path:
     """docs/results.md, docs/results.json and the figures (atomic writes)."""
     from talkface.io.fileio import write_text_atomic
     from talkface.model import builtin_encoder_info
@@ -797,7 +797,7 @@ else ''}; per run (train + test generation) {np.min(run_s):.0f}–{np.max(run_s)
 {np.median(run_s):.0f} s), {np.sum(cpu_s) / 60:.1f} CPU-min for all {len(every)} runs ({_load()}).
 talkface {v['talkface']}, torch {v['torch']}, numpy {v['numpy']}, Python {v['python']}; {v['machine']};
 {result.get('parallel', '')}.
-
+{chr(10) + note + chr(10) if note else ''}
 ## Setup
 
 - Corpora: synthetic, {setup.num_speakers} speakers ({setup.num_train_speakers} train, the rest unseen) ×
@@ -846,6 +846,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     p.add_argument("--corpora", nargs="+", choices=list(CORPORA), default=None)
     p.add_argument("--tiny", action="store_true", help="seconds-long end-to-end setting (tests)")
+    p.add_argument("--note", default="", help="a paragraph for the report's top (e.g. why a run was reduced)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (1: in this one)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
     return p.parse_args(argv)
@@ -910,7 +911,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    command = rerun_command(argv or sys.argv[1:], Path.cwd())
+    words = list(argv or sys.argv[1:])
+    if "--note" in words:  # the note is prose for the report, not part of the experiment
+        i = words.index("--note")
+        del words[i:i + 2]
+    command = rerun_command(words, Path.cwd())
     total = len(setup.corpora) * len(setup.variants) * len(setup.seeds)
     print(f"{total} runs of {setup.epochs} epochs; work folder {args.work or '(temporary)'}", flush=True)
     with tempfile.TemporaryDirectory(prefix="softdtw_vs_mse_") as tmp:
@@ -920,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_experiment(setup, work, lambda msg: print(msg, flush=True), jobs=args.jobs,
                                     threads=args.threads)
             result["parallel"] = f"{args.jobs} worker(s), {args.threads} torch thread(s) each"
-            report = write_report(setup, result, args.out, command.strip())
+            report = write_report(setup, result, args.out, command.strip(), note=args.note)
         except TalkfaceError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
