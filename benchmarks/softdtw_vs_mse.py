@@ -489,9 +489,37 @@ def run_order(setup: Setup) -> list[tuple[str, str, int]]:
     return [(c, v, s) for c, v in cells for s in setup.seeds]
 
 
-def run_experiment(setup: Setup, work: Path, log: Any = print, *, jobs: int = 1, threads: int = 1) -> dict[str, Any]:
-    """Every corpus x variant x seed. Returns the records and what the report needs."""
+def finished_records(setup: Setup, work: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The finished runs in ``work`` for this setup, by corpus and variant, keeping only whole cells (every seed)."""
+    key = json.dumps({k: v for k, v in asdict(setup).items() if k not in ("seeds", "variants", "corpora")},
+                     sort_keys=True, default=list)
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for corpus in setup.corpora:
+        for variant in setup.variants:
+            records = []
+            for seed in setup.seeds:
+                path = work / corpus / "runs" / f"{variant}_s{seed}" / "record.json"
+                record = json.loads(path.read_text()) if path.is_file() else None
+                if record is None or record.get("setup") != key:
+                    break
+                records.append({**record, "reused": True})
+            if len(records) == len(setup.seeds):
+                runs.setdefault(corpus, {})[variant] = records
+    return runs
+
+
+def run_experiment(setup: Setup, work: Path, log: Any = print, *, jobs: int = 1, threads: int = 1,
+                   finished_only: bool = False) -> dict[str, Any]:
+    """Every corpus x variant x seed (or, with ``finished_only``, the whole cells already in ``work``)."""
     t_start = time.perf_counter()
+    if finished_only:
+        runs = finished_records(setup, work)
+        if not any("mse" in by_v for by_v in runs.values()):
+            from talkface.errors import ConfigError
+
+            raise ConfigError(f"{work}: no finished mse cell for this setup; run the experiment first")
+        return {"runs": runs, "styles": {c: _speaker_styles(work / c / "raw") for c in runs},
+                "wall_s": time.perf_counter() - t_start, "fps": setup.fps}
     datas = {c: build_corpus(setup, c, work) for c in setup.corpora}
     log(f"corpora ready in {time.perf_counter() - t_start:.0f} s")
     order = run_order(setup)
@@ -647,13 +675,14 @@ def plot_differences(summary: dict[str, Any], path: Path) -> str | None:
     """Paired LVE difference against mse with its 95 % CI, per corpus and loss."""
     plt = _pyplot()
     corpora = list(summary)
-    variants = [v for v in next(iter(summary.values())) if v != "mse"] if corpora else []
+    variants = list(dict.fromkeys(v for c in corpora for v in summary[c] if v != "mse"))
     if not variants:
         return None
     fig, ax = plt.subplots(figsize=(9, 3.8))
     width = 0.8 / len(corpora)
     for k, corpus in enumerate(corpora):
-        d = [summary[corpus][v]["metrics"]["lve"]["diff_vs_mse"] for v in variants]
+        nan = {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+        d = [summary[corpus].get(v, {}).get("metrics", {}).get("lve", {}).get("diff_vs_mse", nan) for v in variants]
         x = np.arange(len(variants)) + (k - (len(corpora) - 1) / 2) * width
         mean = np.array([e["mean"] for e in d]) * 1e5
         err = np.array([[e["mean"] - e["ci_low"], e["ci_high"] - e["mean"]] for e in d]).T * 1e5
@@ -738,7 +767,7 @@ def write_json(setup: Setup, result: dict[str, Any], summary: dict[str, Any], ou
         "group": "all test predictions (held-out sentences of training speakers + unseen speakers under every "
                  "training style)",
         "metrics": {m[0]: {"header": m[1], "lower_is_better": m[4]} for m in METRICS},
-        "corpora": {c: {"timing": CORPORA[c], "description": CORPUS_TEXT[c]} for c in setup.corpora},
+        "corpora": {c: {"timing": CORPORA[c], "description": CORPUS_TEXT[c]} for c in result["runs"]},
         "results": summary,
         "seen_speakers_only": summarize(setup, result["runs"], group="seen"),
     }
@@ -768,7 +797,7 @@ def write_report(setup: Setup, result: dict[str, Any], out: Path, command: str, 
                f"{acc:.3f} on unseen voices)" if acc is not None else f"`{setup.encoder}` (frozen)")
     img = lambda key, alt: f"![{alt}]({figs[key]})\n" if figs[key] else ""  # noqa: E731
     sections = []
-    for corpus in setup.corpora:
+    for corpus in runs:
         sections.append(f"""### Corpus {corpus}: {CORPUS_TEXT[corpus]}
 
 **Answer: {answer(summary, corpus)}.**
@@ -846,6 +875,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     p.add_argument("--corpora", nargs="+", choices=list(CORPORA), default=None)
     p.add_argument("--tiny", action="store_true", help="seconds-long end-to-end setting (tests)")
+    p.add_argument("--finished-only", action="store_true",
+                   help="train nothing: report the whole cells (every seed) already finished in --work")
     p.add_argument("--note", default="", help="a paragraph for the report's top (e.g. why a run was reduced)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (1: in this one)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
@@ -911,8 +942,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    words = list(argv or sys.argv[1:])
-    if "--note" in words:  # the note is prose for the report, not part of the experiment
+    words = [w for w in (argv or sys.argv[1:]) if w != "--finished-only"]  # reporting flags, not the experiment
+    if "--note" in words:  # the note is prose for the report
         i = words.index("--note")
         del words[i:i + 2]
     command = rerun_command(words, Path.cwd())
@@ -923,7 +954,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         try:
             result = run_experiment(setup, work, lambda msg: print(msg, flush=True), jobs=args.jobs,
-                                    threads=args.threads)
+                                    threads=args.threads, finished_only=args.finished_only)
             result["parallel"] = f"{args.jobs} worker(s), {args.threads} torch thread(s) each"
             report = write_report(setup, result, args.out, command.strip(), note=args.note)
         except TalkfaceError as e:
