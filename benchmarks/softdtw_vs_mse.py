@@ -596,7 +596,7 @@ def results_table(summary: dict[str, Any], corpus: str) -> str:
 
 
 def paired_table(summary: dict[str, Any], corpus: str) -> str:
-    keys = [m for m in METRICS if m[4] is not None]
+    keys = [m for m in METRICS if m[0] != "fdd"]  # FDD is ~0 by construction on the synthetic head
     lines = ["| loss − mse | " + " | ".join(f"Δ {m[1]}" for m in keys) + " |", "|" + "---|" * (len(keys) + 1)]
     for variant, entry in summary[corpus].items():
         if variant == "mse":
@@ -607,8 +607,9 @@ def paired_table(summary: dict[str, Any], corpus: str) -> str:
             if d is None:
                 cells.append("—")
                 continue
+            verdict_text = f" **{d['verdict']}**" if "verdict" in d else ""  # range: no better/worse direction
             cells.append(f"{_fmt(d['mean'], scale, digits)} [{_fmt(d['ci_low'], scale, digits)}, "
-                         f"{_fmt(d['ci_high'], scale, digits)}] **{d['verdict']}**")
+                         f"{_fmt(d['ci_high'], scale, digits)}]{verdict_text}")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
