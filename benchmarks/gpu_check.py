@@ -291,8 +291,7 @@ def bare_machine_stand_ins(notes: list[str]) -> Iterator[None]:
 
 def demo_training(epochs: int, cuda: bool, cpu: bool, speakers: int, sentences: int) -> list[Row]:
     from talkface.data import load_prepared, prepare_vocaset
-    from talkface.demo import DEMO_BAND, DEMO_BATCH, DEMO_CONV_DIM, DEMO_LR
-    from talkface.model import tiny_encoder_config
+    from talkface.demo import demo_train_config
     from talkface.synthetic import write_synthetic_vocaset
     from talkface.train import train
 
@@ -307,10 +306,8 @@ def demo_training(epochs: int, cuda: bool, cpu: bool, speakers: int, sentences: 
                      f"{epochs} epochs, median epoch after the first (train part, validation excluded)")
 
         def run(device: str, amp: bool) -> tuple[float, list[float]]:
-            config = TrainConfig(loss="softdtw", gamma=1e-3, band=DEMO_BAND, epochs=epochs, lr=DEMO_LR,
-                                 batch_size=DEMO_BATCH, seed=0, encoder="tiny", amp=amp)
-            result = train(root / "data", root / f"run-{device}-{amp}", config, device=device,
-                           encoder_config=tiny_encoder_config(conv_dim=DEMO_CONV_DIM))
+            result = train(root / "data", root / f"run-{device}-{amp}", demo_train_config(epochs, amp=amp),
+                           device=device)
             history = result.history
             per_epoch = [train_clips / h["clips_per_s"] for h in history]
             losses = [h["train_loss"] for h in history]

@@ -191,14 +191,10 @@ def demo_corpus(folder: Path) -> Path:
 def train_demo(folder: Path, epochs: int | None = None, device: str = "cpu") -> tuple[Path, Path]:
     """The demo's recipe up to training (synthetic corpus, prepare, train); returns (run, data)."""
     from talkface import demo
-    from talkface.config import TrainConfig
     from talkface.train import train
 
     demo_corpus(folder)
-    config = TrainConfig(loss="softdtw", gamma=1e-3, band=demo.DEMO_BAND, epochs=epochs or demo.DEMO_EPOCHS,
-                         lr=demo.DEMO_LR, batch_size=demo.DEMO_BATCH, seed=0, encoder="tiny")
-    train(folder / "data", folder / "run", config, encoder_config=tiny_encoder_config(conv_dim=demo.DEMO_CONV_DIM),
-          device=device, overwrite=True)
+    train(folder / "data", folder / "run", demo.demo_train_config(epochs), device=device, overwrite=True)
     return folder / "run", folder / "data"
 
 

@@ -74,23 +74,18 @@ def child(workload: str, variant: str, data: Path, quick: bool, once: bool = Fal
 
 
 def demo_config(epochs: int) -> Any:
-    from talkface.config import TrainConfig
-    from talkface.demo import DEMO_BAND, DEMO_BATCH, DEMO_LR
+    from talkface.demo import demo_train_config
 
-    return TrainConfig(loss="softdtw", gamma=1e-3, band=DEMO_BAND, epochs=epochs, lr=DEMO_LR, batch_size=DEMO_BATCH,
-                       seed=0, encoder="tiny")
+    return demo_train_config(epochs)
 
 
 def time_demo_epochs(data: Path, quick: bool, once: bool = False) -> dict[str, Any]:
     """Median epoch seconds of epochs 2.. (``once``: epoch 1 alone, warm-up included)."""
-    from talkface.demo import DEMO_CONV_DIM
-    from talkface.model import tiny_encoder_config
     from talkface.train import train
 
     epochs = 1 if once else 2
-    encoder = tiny_encoder_config(conv_dim=DEMO_CONV_DIM)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(data, Path(tmp) / "run", demo_config(epochs), encoder_config=encoder, device="cpu")
+        result = train(data, Path(tmp) / "run", demo_config(epochs), device="cpu")
     seconds = [h["seconds"] for h in result.history[0 if once else 1:]]
     return {"seconds": statistics.median(seconds), "all": [h["seconds"] for h in result.history]}
 

@@ -304,7 +304,7 @@ def demo_epochs(epochs: int, log: Callable[[str], None], num_speakers: int = 6, 
                 use_espeak: bool | None = None) -> dict[str, Any]:
     """``talkface demo``'s corpus and training recipe (CPU), ``epochs`` epochs without, then with the cache."""
     from talkface.data import load_prepared, prepare_vocaset
-    from talkface.demo import DEMO_BAND, DEMO_BATCH, DEMO_CONV_DIM, DEMO_LR
+    from talkface.demo import demo_train_config
     from talkface.synthetic import write_synthetic_vocaset
     from talkface.train import train
 
@@ -317,16 +317,14 @@ def demo_epochs(epochs: int, log: Callable[[str], None], num_speakers: int = 6, 
         out: dict[str, Any] = {"train_clips": len(dataset.split("train")), "val_clips": len(dataset.split("val")),
                                "espeak": bool(getattr(report, "used_espeak", False)), "epochs": epochs}
         for name, cache in (("before", {"feature_cache_mb": 0.0, "feature_cache_disk": False}), ("after", {})):
-            config = TrainConfig(loss="softdtw", gamma=1e-3, band=DEMO_BAND, epochs=epochs, lr=DEMO_LR,
-                                 batch_size=DEMO_BATCH, seed=0, encoder="tiny", **cache)
+            config = demo_train_config(epochs, **cache)
             marks: dict[str, list[float]] = {"start": [], "validate": [], "epoch": []}
 
             def on_progress(event: dict[str, Any], marks: dict[str, list[float]] = marks) -> None:
                 if event["event"] in marks:  # timed with the benchmark's clock (wall or CPU)
                     marks[event["event"]].append(clock())
 
-            result = train(root / "data", root / name, config, encoder_config=tiny_encoder_config(
-                conv_dim=DEMO_CONV_DIM), device="cpu", on_progress=on_progress)
+            result = train(root / "data", root / name, config, device="cpu", on_progress=on_progress)
             ends = [*marks["start"], *marks["epoch"]]
             out[name] = {"epoch_s": [b - a for a, b in zip(ends[:-1], ends[1:], strict=True)],
                          "train_s": [v - a for a, v in zip(ends[:-1], marks["validate"], strict=True)],

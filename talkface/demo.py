@@ -39,6 +39,17 @@ DEMO_RENDER_SIZE = 512
 StageFn = Callable[..., None]
 
 
+def demo_train_config(epochs: int | None = None, **overrides: Any) -> TrainConfig:
+    """The demo's training recipe (Soft-DTW in a Sakoe-Chiba band, the shipped encoder); benchmarks use it too.
+
+    Args:
+        epochs: defaults to ``DEMO_EPOCHS``.
+        overrides: other ``TrainConfig`` fields (``amp``, ``feature_cache_mb``, ...).
+    """
+    return TrainConfig(loss="softdtw", gamma=1e-3, band=DEMO_BAND, epochs=epochs or DEMO_EPOCHS, lr=DEMO_LR,
+                       batch_size=DEMO_BATCH, seed=0, encoder=DEMO_ENCODER, **overrides)
+
+
 @dataclass
 class DemoResult:
     """What the demo produced, with timings in seconds."""
@@ -119,8 +130,7 @@ def run_demo(
     timings["prepare"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    config = TrainConfig(loss="softdtw", gamma=1e-3, band=DEMO_BAND, epochs=epochs or DEMO_EPOCHS, lr=DEMO_LR,
-                         batch_size=DEMO_BATCH, seed=0, encoder=DEMO_ENCODER)
+    config = demo_train_config(epochs)
     total_epochs = config.epochs
 
     def on_train(event: dict[str, Any]) -> None:
