@@ -34,6 +34,11 @@ from dataclasses import dataclass
 from talkface.errors import ConfigError
 
 MAX_DEFAULT_THREADS = 2  # measured on 2 CPUs only; more is the user's call (--threads)
+# talkface's own small encoders (model.audio_encoder: "tiny" and the shipped BUILTIN_ENCODERS), named here
+# because the policy is chosen before torch loads. Their ops are too small to split: on an idle 2-CPU
+# machine 8 demo epochs took 13.7 s on 1 thread vs 19.8 s on 2 passive threads, and 22.8 s vs 31.3 s next
+# to 2 busy processes (docs/benchmarks.md, "Threads").
+SMALL_ENCODERS = frozenset({"tiny", "synthetic-phonetic"})
 
 
 @dataclass(frozen=True)
@@ -74,20 +79,22 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def choose_thread_policy(requested: int | None, *, num_cpus: int, env_threads: int | None = None) -> ThreadPolicy:
+def choose_thread_policy(requested: int | None, *, num_cpus: int, env_threads: int | None = None,
+                         small_model: bool = False) -> ThreadPolicy:
     """The thread policy for this machine (pure).
 
     Precedence: ``requested`` (``--threads``/config file) > ``env_threads`` (``OMP_NUM_THREADS`` the
     user exported) > the default, ``min(num_cpus, MAX_DEFAULT_THREADS)`` threads. Whenever more than one
     thread is used, OpenMP workers wait passively: they sleep at once when idle instead of spinning on
     CPUs that busy neighbours need. That, not the thread count, is what kept training fast next to busy
-    processes (docs/benchmarks.md, "Threads"); the same default held for the tiny demo model and for
-    wav2vec2-base, so the model size does not enter.
+    processes (docs/benchmarks.md, "Threads"). A small model (``small_model``: an encoder in
+    ``SMALL_ENCODERS``) defaults to 1 thread: measured on a quiet machine, its ops are too small to split.
 
     Args:
         requested: thread count asked for explicitly, or None.
         num_cpus: CPUs available to the process (``available_cpus()``).
         env_threads: ``OMP_NUM_THREADS`` when the user set it, else None.
+        small_model: the model is one of talkface's small encoders (default 1 thread).
 
     Returns:
         A ``ThreadPolicy``.
@@ -97,8 +104,8 @@ def choose_thread_policy(requested: int | None, *, num_cpus: int, env_threads: i
     elif env_threads is not None:
         threads, why = env_threads, f"OMP_NUM_THREADS={env_threads}"
     else:
-        threads = max(1, min(num_cpus, MAX_DEFAULT_THREADS))
-        why = f"default for {num_cpus} CPU{'s' * (num_cpus > 1)}"
+        threads = 1 if small_model else max(1, min(num_cpus, MAX_DEFAULT_THREADS))
+        why = f"default for {'a small model on ' * small_model}{num_cpus} CPU{'s' * (num_cpus > 1)}"
     return ThreadPolicy(threads, "PASSIVE" if threads > 1 else None, why)
 
 

@@ -299,7 +299,7 @@ def test_train_saves_the_resolved_config(tiny_data, tmp_path):
 # ------------------------------------------------------------------------------ --threads (issue 20)
 def _spy_threads(monkeypatch) -> list:
     seen: list = []
-    monkeypatch.setattr("talkface.cli.common.use_threads", lambda requested: seen.append(requested))
+    monkeypatch.setattr("talkface.cli.common.use_threads", lambda requested, **kw: seen.append(requested))
     return seen
 
 

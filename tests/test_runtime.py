@@ -26,6 +26,21 @@ def test_default_policy(cpus):
     assert policy.wait_policy == ("PASSIVE" if policy.threads > 1 else None)
 
 
+@pytest.mark.parametrize("cpus", [1, 2, 64])
+def test_small_models_default_to_one_thread(cpus):
+    policy = choose_thread_policy(None, num_cpus=cpus, small_model=True)
+    assert policy.threads == 1 and policy.wait_policy is None and "small model" in policy.reason
+    assert choose_thread_policy(2, num_cpus=cpus, small_model=True).threads == 2  # --threads still wins
+    assert choose_thread_policy(None, num_cpus=cpus, env_threads=2, small_model=True).threads == 2
+
+
+def test_small_encoders_are_the_built_in_ones():
+    from talkface.model.audio_encoder import BUILTIN_ENCODERS
+    from talkface.runtime import SMALL_ENCODERS
+
+    assert SMALL_ENCODERS == {"tiny", *BUILTIN_ENCODERS}
+
+
 def test_explicit_and_environment_counts_win():
     assert choose_thread_policy(3, num_cpus=2, env_threads=1).threads == 3
     env = choose_thread_policy(None, num_cpus=8, env_threads=4)

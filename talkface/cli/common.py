@@ -68,11 +68,12 @@ ThreadsOpt = Annotated[int | None, typer.Option(
                              "OMP_NUM_THREADS when set, else up to 2; see docs/benchmarks.md)")]
 
 
-def use_threads(requested: int | None) -> None:
+def use_threads(requested: int | None, *, encoder: str | None = None) -> None:
     """Apply the CPU thread policy (talkface.runtime) before the command imports torch: the OpenMP
-    wait policy is read when torch loads."""
+    wait policy is read when torch loads. ``encoder``: the encoder name, when known, for the default."""
     policy = runtime.choose_thread_policy(requested, num_cpus=runtime.available_cpus(),
-                                          env_threads=runtime.env_thread_count())
+                                          env_threads=runtime.env_thread_count(),
+                                          small_model=encoder in runtime.SMALL_ENCODERS)
     runtime.apply_thread_policy(policy)
 InFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, resolve_path=True)]
 InDir = Annotated[Path, typer.Argument(exists=True, file_okay=False, resolve_path=True)]

@@ -22,7 +22,7 @@ def demo(
 
     Writes raw/, data/, run/, the animation and demo.mp4 inside --out, replacing a previous demo's outputs.
     """
-    common.use_threads(threads)
+    common.use_threads(threads, encoder="synthetic-phonetic")  # the demo's encoder (talkface.demo loads torch)
     from talkface.demo import run_demo
 
     with progress_bar("demo") as update:

@@ -96,7 +96,7 @@ def train(
     base = load_run_values(out) if resume else None
     config, options = resolve_train_options(file_values, flags, base=base,
                                             source=str(config_file) if config_file else None)
-    common.use_threads(options["threads"])  # before torch loads (talkface.train and talkface.model do)
+    common.use_threads(options["threads"], encoder=config.encoder)  # before torch loads (talkface.train and talkface.model do)
     from talkface.train import train as run_train
 
     encoder_config = None
