@@ -72,14 +72,18 @@ def _prepare_session(source: str, raw_dir: Path, out_dir: Path, **options: Any) 
                              f"reused. Resume with: {command}") from None
 
 
+SplitsOpt = Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="TOML split file.")]
+FacesOpt = Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Topology mesh (e.g. FLAME_sample.ply).")]
+
+
 @prepare_app.command("vocaset")
 @handle_errors
 def prepare_vocaset_cmd(
     raw_dir: InDir,
     out_dir: Annotated[Path, typer.Argument(resolve_path=True, help="Output folder.")],
     fps: Annotated[int, typer.Option(help="30 (every second 60 fps frame, as FaceFormer) or 60.")] = 30,
-    splits: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="TOML split file.")] = None,
-    faces: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Topology mesh (FLAME_sample.ply).")] = None,
+    splits: SplitsOpt = None,
+    faces: FacesOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """VOCASET raw training data (data_verts.npy, raw_audio_fixed.pkl, templates.pkl, subj_seq_to_idx.pkl)."""
@@ -92,10 +96,6 @@ def prepare_vocaset_cmd(
         report = prepare_vocaset(raw_dir, out_dir, fps=fps, splits=splits, faces=faces, on_progress=on_progress,
                                  overwrite=overwrite)
     _prepare_summary(report)
-
-
-SplitsOpt = Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="TOML split file.")]
-FacesOpt = Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Topology mesh (e.g. FLAME_sample.ply).")]
 
 
 @prepare_app.command("faceformer")
