@@ -358,15 +358,18 @@ class StreamReport:
 
 
 def run_stream(streamer: Any, feed: AudioFeed, on_frames: Any, *, source: str, behind_s: float = 0.5,
-               on_behind: Any = None, report: StreamReport | None = None) -> StreamReport:
+               on_behind: Any = None, report: StreamReport | None = None, checkpoint: Any = "the checkpoint",
+               ) -> StreamReport:
     """Push the feed's audio through ``streamer``; ``on_frames(first_index, (n, V, 3))`` as frames become final.
 
     A step that takes more than ``behind_s`` of waiting audio means the machine fell behind:
     ``on_behind(seconds)`` is called, and the frames still come out in order, none dropped.
-    At the end the input is checked as ``animate`` checks a file (too short, digital silence).
+    At the end the input is checked as ``animate`` checks a file (too short, digital silence). Frames
+    are checked as ``animate`` checks them (``check_finite_output``) before ``on_frames`` sees them.
 
     Raises:
         AudioError: too short or silent input (after the frames already streamed).
+        CheckpointError: NaN/inf frames (``checkpoint`` is named in the message).
     """
     report = report or StreamReport()
     head = np.zeros(0, np.float32)
@@ -382,14 +385,14 @@ def run_stream(streamer: Any, feed: AudioFeed, on_frames: Any, *, source: str, b
             if on_behind is not None:
                 on_behind(backlog)
         report.samples = feed.samples
-        frames = streamer.push(samples)
+        frames = check_finite_output(streamer.push(samples), streamer.model, checkpoint=checkpoint, audio=source)
         if frames.shape[0]:
             on_frames(streamer.emitted - frames.shape[0], frames)
             report.frames = streamer.emitted
     check_waveform(head, source)
     if not heard:
         check_not_silent(head, source)
-    frames = streamer.finish()
+    frames = check_finite_output(streamer.finish(), streamer.model, checkpoint=checkpoint, audio=source)
     if frames.shape[0]:
         on_frames(streamer.emitted - frames.shape[0], frames)
     report.frames = streamer.emitted

@@ -1273,6 +1273,58 @@ def train_resume_from_a_state_with_damaged_generator_states(env: Env, d: Path) -
     return train_args(env.data, d, "--resume")
 
 
+# ---- stream (issue 18): whatever `animate` refuses, `stream` refuses the same way
+
+# animate rows whose input stream has no counterpart (stream takes one source, not a folder of them)
+NOT_FOR_STREAM: dict[str, str] = {
+    "animate_two_inputs_with_one_stem": "several inputs",
+    "animate_one_input_given_twice": "several inputs",
+    "animate_two_formats_of_one_recording": "several inputs",
+}
+
+
+def _as_stream(build: Callable[[Env, Path], list[str]]) -> Callable[[Env, Path], list[str]]:
+    """The same bad input through `talkface stream SOURCE ... --out`, with the row's words."""
+
+    def stream_build(env: Env, d: Path) -> list[str]:
+        args = build(env, d)
+        assert args[0] == "animate", args
+        return ["stream", *args[1:]]
+
+    stream_build.__name__ = build.__name__
+    return stream_build
+
+
+for _param in [p for p in CASES if p.values[0] == "animate"]:
+    _row = _param.values[1]
+    if _row.build.__name__ not in NOT_FOR_STREAM:
+        case("stream", _row.code, *_row.words)(_as_stream(_row.build))
+
+
+@case("stream", 2, "--frames/--out", "give --frames")
+def stream_without_an_output(env: Env, d: Path) -> list[str]:
+    return ["stream", str(env.wav), "--checkpoint", str(env.run), "--style", env.speaker]
+
+
+@case("stream", 2, "--hop-ms", "number of ms or 'auto'")
+def stream_hop_not_a_number(env: Env, d: Path) -> list[str]:
+    return ["stream", str(env.wav), "--checkpoint", str(env.run), "--style", env.speaker, "--out",
+            str(d / "out.npz"), "--hop-ms", "soon"]
+
+
+@case("stream", 2, "--lookahead-ms", "nan")
+def stream_lookahead_nan(env: Env, d: Path) -> list[str]:
+    return ["stream", str(env.wav), "--checkpoint", str(env.run), "--style", env.speaker, "--out",
+            str(d / "out.npz"), "--lookahead-ms", "nan"]
+
+
+@case("stream", 1, "frames.bin", "already exists", "--overwrite")
+def stream_existing_frames_file(env: Env, d: Path) -> list[str]:
+    (d / "frames.bin").write_bytes(b"precious")
+    return ["stream", str(env.wav), "--checkpoint", str(env.run), "--style", env.speaker, "--frames",
+            str(d / "frames.bin")]
+
+
 # --------------------------------------------------------------------------------------------- running a row
 
 
@@ -1305,7 +1357,8 @@ def test_the_table_is_big_enough() -> None:
     for param in CASES:
         per_command[param.values[0]] = per_command.get(param.values[0], 0) + 1
     assert sum(per_command.values()) >= 40
-    assert set(per_command) == {"animate", "prepare", "train", "evaluate", "render", "import-faceformer"}
+    assert set(per_command) == {"animate", "prepare", "train", "evaluate", "render", "import-faceformer", "stream"}
+    assert per_command["stream"] >= per_command["animate"] - len(NOT_FOR_STREAM)
 
 
 # --------------------------------------------------------------------------------------------- unusual, valid audio

@@ -23,6 +23,7 @@ from talkface.inference.stream import (
     auto_hop_ms,
     feature_positions,
     first_layer_stats,
+    frames_waited,
     frames_with_inputs,
 )
 from talkface.io.frames import PcmDecoder, encode_frame, encode_frames, read_frames, record_size
@@ -123,6 +124,36 @@ def test_no_seams_at_pass_boundaries(tiny_encoder_config):
     assert len(at) > 10
     elsewhere = np.setdiff1d(np.arange(motion.size), at)
     assert motion[at].mean() <= 1.25 * motion[elsewhere].mean()
+
+
+@pytest.mark.parametrize("k,fps,lookahead", [(0, 30.0, 200.0), (0, 30.0, 120.0), (2, 25.0, 200.0)])
+def test_lookahead_is_the_wait_for_audio(tiny_encoder_config, k, fps, lookahead):
+    """Frame i leaves once, and as soon as, the audio up to i/fps + look-ahead has arrived (hop 1 frame)."""
+    model = _model(tiny_encoder_config, k, fps)
+    audio = _speech(3.0, seed=7)
+    streamer = Streamer(model, np.zeros((10, 3), np.float32), np.array([1.0, 0.0], np.float32),
+                        StreamConfig(lookahead_ms=lookahead, hop_ms=0.0))
+    piece, heard, emitted = 160, 0, 0  # 10 ms pieces
+    width = 2 if k else 1  # an encoder frame is 1/fps (k = 0) or 1/50 s; frames leave in whole motion frames
+    slack = 0.010 + 1.0 / fps  # one piece, plus one motion frame when k pairs encoder frames
+    for start in range(0, audio.size, piece):
+        heard += audio[start: start + piece].size
+        emitted += streamer.push(audio[start: start + piece]).shape[0]
+        seconds = heard / 16000
+        # never before its audio: every emitted frame's look-ahead has arrived
+        assert emitted == 0 or (emitted - 1) / fps + lookahead / 1000 <= seconds + 1e-9
+        # never later than a piece (and the pairing) after it
+        due = int(np.floor((seconds - lookahead / 1000 - slack) * fps + 1e-9)) + 1
+        assert emitted >= min(due, model.num_frames_for(heard) - width), (seconds, emitted, due)
+    assert emitted + streamer.finish().shape[0] == model.num_frames_for(audio.size)
+
+
+def test_frames_waited_counts_frames_whose_lookahead_arrived():
+    assert frames_waited(0, 0.0, 30.0) == 1  # frame 0 at t = 0 needs no audio
+    assert frames_waited(3199, 200.0, 30.0) == 0  # 199.9 ms heard: frame 0 still waits
+    assert frames_waited(3200, 200.0, 30.0) == 1
+    assert frames_waited(16000, 200.0, 30.0) == 25  # frames 0..24 have t <= 0.8 s
+    assert frames_waited(16000, 0.0, 50.0) == 51
 
 
 def test_bounded_decoder_memory(tiny_encoder_config):

@@ -13,13 +13,23 @@ from talkface.config import check_number
 from talkface.io.fileio import check_paths
 
 
+def _source_flag(value: str) -> str:
+    """SOURCE is ``-`` or an existing file: a missing one is a usage error, as ``animate``'s AUDIO is."""
+    if value != "-" and not Path(value).exists():
+        raise typer.BadParameter(f"File '{value}' does not exist.")
+    if value != "-" and Path(value).is_dir():
+        raise typer.BadParameter(f"File '{value}' is a directory.")
+    return value
+
+
 class _Terminated(Exception):
     """SIGTERM, raised in the main thread so that ``stream`` can save what it has."""
 
 
 @handle_errors
 def stream(
-    source: Annotated[str, typer.Argument(help="Audio file, or - for raw 16 kHz mono s16le PCM on stdin.")],
+    source: Annotated[str, typer.Argument(callback=_source_flag,
+                                          help="Audio file, or - for raw 16 kHz mono s16le PCM on stdin.")],
     checkpoint: Annotated[Path, typer.Option(exists=True, resolve_path=True, help="Run folder or .safetensors.")],
     style: Annotated[str, typer.Option(help="Training speaker or a mix A:0.7,B:0.3.")],
     frames: Annotated[str | None, typer.Option(help="- (stdout) or FILE: each frame as soon as it is final "
@@ -62,7 +72,7 @@ def stream(
         raise typer.BadParameter("give --frames - (or FILE) and/or --out ANIM.npz", param_hint="--frames/--out")
     if out is not None:
         if out.suffix.lower() not in workflows.STREAM_SUFFIXES:
-            raise ConfigError(f"--out {out}: unknown format {out.suffix!r} for stream; use "
+            raise ConfigError(f"--out {out}: unknown output format {out.suffix!r} for stream; use "
                               f"{', '.join(workflows.STREAM_SUFFIXES)}")
         check_output_path(out, overwrite=overwrite)
     if frames not in (None, "-"):
@@ -129,8 +139,8 @@ def stream(
     try:
         feed = workflows.AudioFeed(producer)
         workflows.run_stream(setup.streamer, feed, on_frames, source="stdin" if audio is None else source,
-                             behind_s=0.5 if (audio is None or realtime) else float("inf"), on_behind=on_behind,
-                             report=report)
+                             checkpoint=checkpoint, behind_s=0.5 if (audio is None or realtime) else float("inf"),
+                             on_behind=on_behind, report=report)
     except (KeyboardInterrupt, _Terminated) as e:
         code = 143 if isinstance(e, _Terminated) else 130
         save(f"interrupted after {setup.streamer.emitted} frames")

@@ -8,12 +8,13 @@ as far ahead as ``lookahead_ms`` and as far back as ``context_ms``:
   zero-mean/unit-variance, and the first layer's per-channel group norm over time) become running
   statistics of all audio heard so far: the first layer's conv is linear, so its statistics for the
   normalised input follow from sums over the raw input (``first_layer_stats``).
-- Transformer: encoder frames (motion frames for k = 0, CNN frames for k >= 1) are *committed* once
-  ``lookahead`` later frames exist. A pass runs the transformer with queries = uncommitted frames and
-  keys = those plus the cached per-layer keys/values of the last ``context`` committed frames; the
-  committed frames' keys/values join the cache, the look-ahead frames are recomputed next pass.
-  Compute per second of audio ~ (hop + lookahead) / hop times the offline cost; latency ~ hop +
-  lookahead + compute.
+- Transformer: encoder frame e (motion frames for k = 0, CNN frames for k >= 1) is *committed* once the
+  audio up to its time + ``lookahead_ms`` has arrived (``frames_waited``: the look-ahead is the wait for
+  audio, CNN window included, so latency never exceeds it by more than hop + compute). A pass runs the
+  transformer with queries = uncommitted frames and keys = those plus the cached per-layer keys/values
+  of the last ``context`` committed frames; the committed frames' keys/values join the cache, the
+  look-ahead frames are recomputed next pass. Compute per second of audio ~ (hop + lookahead) / hop
+  times the offline cost; latency ~ hop + lookahead + compute.
 - Decoder: the same KV-cached steps as ``TalkFaceModel.decode``, continued across passes, with the
   self-attention cache bounded to ``memory_s`` seconds (the periodic bias depends on distances only and
   the periodic encoding on position mod period, so a sliding window keeps their meaning).
@@ -51,7 +52,10 @@ class StreamConfig:
     """Latency and memory knobs.
 
     Attributes:
-        lookahead_ms: future audio each committed frame sees (encoder frames, rounded up).
+        lookahead_ms: future audio each frame waits for: frame i (time t = i/fps) is final once the audio up to
+            t + lookahead_ms has arrived, and it then sees every encoder frame that audio computes (the
+            CNN's 25 ms window and the 50 Hz feature grid take ~45 ms of it, so the transformer sees about
+            ``lookahead_ms - 45`` ms past the frame). This is the wait a user feels, hop and compute aside.
         hop_ms: least new audio that triggers a pass (smaller: lower latency, more compute).
         context_ms: past encoder frames whose keys/values later passes attend to.
         memory_s: decoder self-attention window in seconds; None = unbounded (grows with the stream).
@@ -77,6 +81,12 @@ class StreamConfig:
 def frames_for_ms(ms: float, rate: float) -> int:
     """Frames at ``rate`` Hz covering ``ms`` milliseconds (rounded up, so the wait is never shorter)."""
     return math.ceil(ms * rate / 1000.0 - 1e-9)
+
+
+def frames_waited(total_samples: int, lookahead_ms: float, rate: float) -> int:
+    """Encoder frames e (time e/rate) whose audio up to e/rate + lookahead_ms has arrived."""
+    span = total_samples / SAMPLE_RATE - lookahead_ms / 1000.0
+    return math.floor(span * rate + 1e-9) + 1 if span >= -1e-12 else 0
 
 
 def frames_with_inputs(num_cnn: int, feature_rate: float, fps: float, k: int) -> int:
@@ -213,7 +223,6 @@ class Streamer:
         self.k = model.config.audio_frames_per_motion_frame
         self.width = alignment_width(self.k)
         self.rate = enc.feature_rate if self.k else model.config.fps  # encoder frames per second
-        self.lookahead = frames_for_ms(config.lookahead_ms, self.rate)
         self.hop = max(1, frames_for_ms(config.hop_ms, self.rate))
         self.context = frames_for_ms(config.context_ms, self.rate)
         self.pos_pad = self.w2v.config.num_conv_pos_embeddings // 2
@@ -264,7 +273,8 @@ class Streamer:
         ready = min(frames_with_inputs(self.enc.num_cnn_frames(self.total), self.enc.feature_rate,
                                        self.model.config.fps, self.k),
                     self.model.num_frames_for(self.total) * self.width)
-        commit = (ready - self.lookahead - self.committed) // self.width * self.width
+        waited = frames_waited(self.total, self.config.lookahead_ms, self.rate)
+        commit = (min(ready, waited) - self.committed) // self.width * self.width
         if commit < max(self.hop, self.width):
             return self._empty()
         return self._pass(ready, commit)
