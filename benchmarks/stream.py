@@ -3,14 +3,14 @@
 1. Latency (``--latency``): ``talkface stream - --frames -`` in a subprocess, stdin written in 10 ms
    pieces at real-time pace once the command says it is streaming. Per-frame latency = time the
    frame's record is read from stdout - time the sample at i/fps was written. p50/p95/max per
-   look-ahead (100/200/400 ms), with wav2vec2-base dimensions and the demo's small encoder (random
-   weights: timing only), 2 threads.
+   look-ahead (100/200/400 ms), with wav2vec2-base dimensions (random weights: timing only) and the
+   shipped small ``synthetic-phonetic`` encoder (the demo's), 2 threads.
 2. Long run (``--long SECONDS``): one stream of that length (base dimensions, 200 ms): p95 of the first
    and the last minute, and the subprocess's resident memory sampled every 5 s.
 3. Quality (``--quality RUN DATA``): on a trained run's test split, LVE of ``animate`` against LVE of
    streaming at several look-aheads (each clip's audio pushed in 20 ms pieces), the motion at pass
    boundaries against elsewhere, and what bounding the decoder's memory costs on a 60 s stream.
-   ``--train-demo DIR`` first trains the demo's recipe (synthetic corpus, tiny encoder) into DIR.
+   ``--train-demo DIR`` first trains the demo's recipe (synthetic corpus, ``synthetic-phonetic``) into DIR.
 
 Writes the "## Streaming" section of docs/benchmarks.md unless --no-write. Examples::
 
@@ -40,7 +40,7 @@ from talkface.config import ModelConfig
 from talkface.inference.stream import StreamConfig, Streamer
 from talkface.io.audio import SAMPLE_RATE
 from talkface.io.frames import read_frames
-from talkface.model import TalkFaceModel, tiny_encoder_config, wav2vec2_base_config
+from talkface.model import TalkFaceModel, load_pretrained_encoder_config, wav2vec2_base_config
 from talkface.presets import VOCASET_TRAIN, get_preset
 
 THREADS = 2
@@ -64,8 +64,11 @@ def make_run(folder: Path, encoder: str) -> Path:
 
     torch.manual_seed(0)
     config = ModelConfig(**get_preset("vocaset").model_kwargs(), speakers=VOCASET_TRAIN)
-    enc = wav2vec2_base_config() if encoder == "base" else tiny_encoder_config(conv_dim=64)
+    # "small": the shipped synthetic-phonetic encoder's dimensions (and weights: the demo's encoder)
+    enc = wav2vec2_base_config() if encoder == "base" else load_pretrained_encoder_config("synthetic-phonetic")
     model = TalkFaceModel(config, enc).eval()
+    if encoder != "base":
+        model.load_pretrained_encoder("synthetic-phonetic")
     torch.nn.init.normal_(model.motion_head.weight, std=1e-3)
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(folder / "best.safetensors", model)
@@ -266,7 +269,9 @@ def render(latency: list[dict] | None, long: dict | None, quality: dict | None) 
              "`python benchmarks/stream.py`: `talkface stream - --frames -` in a subprocess, stdin fed raw PCM in "
              "10 ms pieces at real-time pace; per-frame latency = when the frame's record is read from stdout - "
              "when the sample at i/fps was written. Context 3 s, decoder memory 20 s, hop as given (auto = the "
-             "fewest frames lasting 1.5x a timed pass). Random weights (timing only), vocaset preset (V 5023, 30 fps).",
+             "fewest frames lasting 1.5x a timed pass); the look-ahead is the wait for audio (frame i is final once "
+             "the audio up to i/fps + look-ahead has arrived). Decoder weights random (timing only), the small encoder "
+             "the shipped synthetic-phonetic, vocaset preset (V 5023, 30 fps).",
              "", f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {THREADS} threads; "
              "load average per row.", ""]
     if latency:
