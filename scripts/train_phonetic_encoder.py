@@ -248,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pack", type=Path, default=None,
                    help="write the synthesised utterances (int16) to this .npz and stop (to train elsewhere)")
     p.add_argument("--from-pack", type=Path, default=None, help="read the utterances from a --pack file")
-    p.add_argument("--train-cnn", action="store_true",
-                   help="learn the CNN too (default: keep the seeded random CNN frozen, as FaceFormer keeps its CNN "
-                        "frozen, and compute its features once per utterance: ~20x cheaper on CPU)")
+    p.add_argument("--train-cnn", action=argparse.BooleanOptionalAction, default=True,
+                   help="learn the CNN with the transformer (default; held-out frame accuracy 0.58 after one epoch "
+                        "against 0.44 after 30 with --no-train-cnn, which keeps the seeded random CNN frozen and "
+                        "computes its features once per utterance). Users' training keeps it frozen either way, "
+                        "as FaceFormer keeps wav2vec 2.0's")
     p.add_argument("--evaluate-only", action="store_true",
                    help="measure the held-out accuracy of the encoder in --out and record it in its json")
     args = p.parse_args(argv)
