@@ -15,7 +15,7 @@ variant x rate x pitch). Held out for the accuracy: other sentences, spoken by t
 voices whose accent and variant never occur in training.
 
     python scripts/train_phonetic_encoder.py                     # writes talkface/assets/encoders/
-    python scripts/train_phonetic_encoder.py --cache .cache/phonetic --epochs 12 --threads 2
+    python scripts/train_phonetic_encoder.py --no-train-cnn --epochs 30         # the old frozen-random-CNN recipe
 
 Everything is seeded: the same command on the same library versions writes the same weights (up to
 float summation order across thread counts). The synthesised audio is cached under ``--cache`` (ignored

@@ -353,7 +353,7 @@ def test_sigterm_saves_what_was_streamed(run, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--style", "zed"], "unknown style 'zed'"),
     (["--style", "all"], "stream animates one"),
-    (["--style", "alice", "--out", "x.obj"], "unknown format '.obj'"),
+    (["--style", "alice", "--out", "x.obj"], "unknown output format '.obj'"),
     (["--style", "alice", "--subject", "nobody"], "no template for subject 'nobody'"),
 ])
 def test_refuses_what_animate_refuses(run, tmp_path, args, message):
@@ -382,10 +382,12 @@ def test_refuses_short_silent_and_missing_audio(run, tmp_path):
 
     silent = write_wav(tmp_path / "s.wav", np.zeros(8000, np.float32))
     short = write_wav(tmp_path / "t.wav", _speech(0.01))
-    for path, message in ((silent, "is silent"), (short, "too short"), (tmp_path / "none.wav", "no such audio file")):
+    for path, code, message in ((silent, 1, "is silent"), (short, 1, "too short"),
+                                (tmp_path / "none.wav", 2, "does not exist")):  # a usage error, as animate's AUDIO
         result = CliRunner().invoke(app, ["stream", str(path), "--checkpoint", str(run), "--style", "alice",
                                           "--frames", str(tmp_path / "f")])
-        assert result.exit_code == 1 and message in result.output, result.output
+        assert result.exit_code == code and message in " ".join(result.output.replace("│", " ").split()), \
+            result.output
     proc = _cli("-", "--checkpoint", str(run), "--style", "alice", "--frames", "-")
     out, err = proc.communicate(b"\0" * 16000, timeout=300)  # digital silence on stdin, as animate refuses a file
     assert proc.returncode == 1 and b"is silent" in err, err.decode()
