@@ -102,6 +102,18 @@ def _fsync(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def _write_errors(dest: Path) -> Iterator[None]:
+    """Turn an OSError of writing ``dest`` that the user can fix (denied, read-only, full) into an OutputError."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _OUTPUT_ERRNOS:
+            raise
+        raise OutputError(f"{dest}: cannot write ({e.strerror}); choose a writable output folder with free "
+                          "space") from e
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write; on success rename it to ``path``, else delete it.
 
@@ -117,20 +129,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise OutputError(f"{dest}: cannot create folder {dest.parent} ({e.strerror}); choose another path") from e
     tmp = temp_path_for(dest)
     try:
-        yield tmp
-        if not tmp.exists():
-            raise OutputError(f"{dest}: the writer produced no file")
-        _fsync(tmp)
-        # writers that use mkstemp-like calls (safetensors, some encoders) create 0600 files; an output
-        # follows the umask like any file the user makes
-        os.chmod(tmp, output_mode())
-        os.replace(tmp, dest)
-        _fsync(dest.parent)
-    except OSError as e:
-        if e.errno not in _OUTPUT_ERRNOS:
-            raise
-        raise OutputError(f"{dest}: cannot write ({e.strerror}); choose a writable output folder with free "
-                          "space") from e
+        with _write_errors(dest):
+            yield tmp
+            if not tmp.exists():
+                raise OutputError(f"{dest}: the writer produced no file")
+            _fsync(tmp)
+            # writers that use mkstemp-like calls (safetensors, some encoders) create 0600 files; an output
+            # follows the umask like any file the user makes
+            os.chmod(tmp, output_mode())
+            os.replace(tmp, dest)
+            _fsync(dest.parent)
     finally:
         # exists() first: on a read-only file system unlinking a missing file fails with EROFS, not
         # FileNotFoundError, and would hide the OutputError above
@@ -175,16 +183,12 @@ def atomic_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
     except OSError as e:
         raise OutputError(f"{dest}: cannot create folder ({e.strerror}); choose a writable output folder") from e
     try:
-        yield tmp
-        if dest.is_dir():
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        _fsync(dest.parent)
-    except OSError as e:
-        if e.errno not in _OUTPUT_ERRNOS:
-            raise
-        raise OutputError(f"{dest}: cannot write ({e.strerror}); choose a writable output folder with free "
-                          "space") from e
+        with _write_errors(dest):
+            yield tmp
+            if dest.is_dir():
+                os.replace(dest, old)
+            os.replace(tmp, dest)
+            _fsync(dest.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and dest.exists():
