@@ -21,6 +21,7 @@ from talkface.inference.stream import (
     Streamer,
     WindowCache,
     auto_hop_ms,
+    crossfade_weights,
     feature_positions,
     first_layer_stats,
     frames_waited,
@@ -134,6 +135,26 @@ def test_no_seams_at_pass_boundaries(tiny_encoder_config):
     direction = np.random.default_rng(0).normal(size=(passes.max() + 1, 1, 3))
     direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
     assert seam_ratio(frames + step * direction[passes]) > 1.25
+
+
+def test_crossfade_blends_a_pass_from_the_last_passs_estimate(tiny_encoder_config):
+    """A pass's first frames go from the previous pass's look-ahead estimate of them to its own."""
+    weights = crossfade_weights(4)
+    assert torch.all(torch.diff(weights) > 0) and weights[0] == 0 and weights[-1] < 1
+    torch.testing.assert_close(weights, torch.tensor([0.0, 0.25, 0.5, 0.75]))
+    streamer = Streamer(_model(tiny_encoder_config), np.zeros((10, 3), np.float32), np.array([1.0, 0.0], np.float32))
+    first, second = torch.randn(1, 7, 5), torch.randn(1, 6, 5)
+    assert torch.equal(streamer._crossfade(first, commit=3), first)  # nothing before the first pass
+    out = streamer._crossfade(second, commit=4)  # frames 3..6 of the first pass are its estimate of these
+    w = weights[:, None]
+    torch.testing.assert_close(out[0, :4], w * second[0, :4] + (1 - w) * first[0, 3:7])
+    assert torch.equal(out[:, 4:], second[:, 4:])  # look-ahead frames stay this pass's own
+    third = torch.randn(1, 3, 5)
+    assert torch.equal(streamer._crossfade(third, commit=1), third)  # one-frame passes have no seam to hide
+    plain = Streamer(_model(tiny_encoder_config), np.zeros((10, 3), np.float32), np.array([1.0, 0.0], np.float32),
+                     StreamConfig(crossfade=False))
+    plain._crossfade(first, commit=3)
+    assert torch.equal(plain._crossfade(second, commit=4), second)
 
 
 @pytest.mark.parametrize("k,fps,lookahead", [(0, 30.0, 200.0), (0, 30.0, 120.0), (2, 25.0, 200.0)])

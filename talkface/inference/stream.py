@@ -15,6 +15,11 @@ as far ahead as ``lookahead_ms`` and as far back as ``context_ms``:
   of the last ``context`` committed frames; the committed frames' keys/values join the cache, the
   look-ahead frames are recomputed next pass. Compute per second of audio ~ (hop + lookahead) / hop
   times the offline cost; latency ~ hop + lookahead + compute.
+- Crossfade: a pass commits ``hop`` frames at once, so within a pass each frame sees one frame less of
+  the future than the one before, and the next pass's first frame sees ``hop`` frames more than the
+  last one: a jump in the features, a seam in the motion. The last pass also computed the frames the
+  next one commits (as look-ahead); the next pass blends its first frames from that estimate to its
+  own (``crossfade_weights``), so consecutive frames come from nearly the same computation.
 - Decoder: the same KV-cached steps as ``TalkFaceModel.decode``, continued across passes, with the
   self-attention cache bounded to ``memory_s`` seconds (the periodic bias depends on distances only and
   the periodic encoding on position mod period, so a sliding window keeps their meaning).
@@ -59,12 +64,18 @@ class StreamConfig:
         hop_ms: least new audio that triggers a pass (smaller: lower latency, more compute).
         context_ms: past encoder frames whose keys/values later passes attend to.
         memory_s: decoder self-attention window in seconds; None = unbounded (grows with the stream).
+        crossfade: blend each pass's first frames from the previous pass's estimate of them (computed
+            with less future audio) to this pass's (``crossfade_weights``). A pass commits ``hop``
+            frames at once, so the future each frame sees drops by one frame per frame within a pass and
+            jumps back up by ``hop`` at the next pass; without the blend that jump shows as a seam.
+            Passes of one motion frame are not blended (every frame sees the same future).
     """
 
     lookahead_ms: float = 200.0
     hop_ms: float = 100.0
     context_ms: float = 3000.0
     memory_s: float | None = 20.0
+    crossfade: bool = True
 
     def __post_init__(self) -> None:
         for name in ("lookahead_ms", "hop_ms", "context_ms"):
@@ -139,6 +150,17 @@ def first_layer_stats(raw_sum: float, raw_sumsq: float, raw_n: int, u_sum: torch
     var_u = (u_sumsq / u_n - mean_u * mean_u).clamp(min=0)
     mean = (mean_u - m * kernel_sum) / s + (0 if bias is None else bias.double())
     return m, s, mean.float()[:, None], (var_u / (s * s)).float()[:, None]
+
+
+def crossfade_weights(count: int) -> torch.Tensor:
+    """(count,) float32 weights of the new estimate for a pass's first ``count`` frames: j/count.
+
+    The first frame is the previous pass's estimate of it, the same computation its predecessor came
+    from; the new estimate's weight then grows by equal steps across the pass. (Measured on the demo
+    model at a 100 ms hop and 200 ms look-ahead: motion into a pass's first frame 1.07x that elsewhere,
+    against 1.33x unblended and 1.13x with weights (j+1)/(count+1); lip error unchanged.)
+    """
+    return torch.arange(count, dtype=torch.float32) / count
 
 
 def auto_hop_ms(pass_seconds: float, frame_ms: float, margin: float = 1.5) -> float:
@@ -255,6 +277,7 @@ class Streamer:
         self.boundaries: deque[int] = deque(maxlen=4096)  # first frames of the last passes (where seams would be)
         self.ended = False
         self.anchor: int | None = None  # first uncommitted frame at the end of input (k = 0 stretch)
+        self.estimate: torch.Tensor | None = None  # (1, n, H) last pass's encoder output for frames committed + i
 
     # -- public -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -366,12 +389,25 @@ class Streamer:
             hidden = self._layer(i, layer, hidden, commit)
         if self.stable:
             hidden = self.w2v.encoder.layer_norm(hidden)
+        hidden = self._crossfade(hidden, commit)
         kept = torch.cat([context[:, : context.shape[1] - x.shape[1]], x[:, :commit]], 1)
         self.inputs = kept[:, kept.shape[1] - self.pos_pad:]  # what the positional conv reads left of new frames
         self.committed += commit
         self.boundaries.append(self.emitted)
         self._trim_cnn()
         return self._decode(self.model.audio_feature_map(hidden[:, :commit]))
+
+    def _crossfade(self, hidden: torch.Tensor, commit: int) -> torch.Tensor:
+        """Blend the committed frames' (1, n, H) encoder output with the last pass's estimate of them."""
+        previous, self.estimate = self.estimate, hidden[:, commit:]
+        if previous is None or not self.config.crossfade or commit <= self.width:
+            return hidden  # a one-frame pass: every frame sees the same future, nothing to blend
+        count = min(commit, previous.shape[1])
+        if count == 0:
+            return hidden
+        w = crossfade_weights(count).to(hidden.device)[None, :, None]
+        blended = w * hidden[:, :count] + (1 - w) * previous[:, :count]
+        return torch.cat([blended, hidden[:, count:]], 1)
 
     def _layer(self, i: int, layer: torch.nn.Module, hidden: torch.Tensor, commit: int) -> torch.Tensor:
         """One wav2vec 2.0 encoder layer on the query frames, attending to cached + query keys."""
