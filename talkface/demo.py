@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from talkface.config import TrainConfig
 from talkface.data import load_prepared, prepare_vocaset
 from talkface.errors import DatasetError
@@ -64,6 +66,7 @@ class DemoResult:
     loss_end: float
     lip_correlation: float
     used_espeak: bool
+    test_correlations: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, str]:
@@ -73,6 +76,12 @@ class DemoResult:
             "speech": "espeak-ng" if self.used_espeak else "formant synthesiser (espeak-ng not found)",
             "training loss (soft-DTW)": f"{self.loss_start:.4g} → {self.loss_end:.4g}",
             "lip-opening correlation (held-out clip)": f"{self.lip_correlation:.3f}",
+        }
+        if self.test_correlations:
+            values = list(self.test_correlations.values())
+            rows[f"  all {len(values)} test clips: mean (min – max)"] = (
+                f"{sum(values) / len(values):.3f} ({min(values):.3f} – {max(values):.3f})")
+        rows |= {
             "run folder": str(self.run_dir),
             "animation": str(self.animation),
             "video": str(self.video),
@@ -111,8 +120,6 @@ def run_demo(
         A ``DemoResult`` with the mp4 path and the lip-opening correlation between the predicted
         and the ground-truth animation of the held-out clip.
     """
-    import numpy as np
-
     stage = on_progress or (lambda *a, **k: None)
     out = Path(out_dir)
     timings: dict[str, float] = {}
@@ -147,17 +154,18 @@ def run_demo(
     model, _ = load_checkpoint(out / "run", device="cpu")
     dataset = load_prepared(out / "data")
     info = pick_heldout_clip(dataset, model.config.speakers)
-    clip = dataset.load_clip(info)
-    style_name = clip.speaker if clip.speaker in model.config.speakers else model.config.speakers[0]
-    style = parse_style(style_name, model.config.speakers)[0]
+    head = load_head_asset()
+    correlations = {}
+    for other in dataset.split("test"):  # every held-out clip, each under its own style when it has one
+        test_clip = dataset.load_clip(other)
+        animated, other_style = animate_clip(model, test_clip)
+        correlations[other.name] = clip_lip_correlation(animated, test_clip.vertices, head)
+        if other.name == info.name:
+            clip, vertices, style = test_clip, animated, other_style
     audio_path = write_wav(out / f"{info.name}.wav", clip.audio)
-    vertices = animate(model, clip.audio, clip.template, style)
     faces = load_run_assets(out / "run").faces
     animation = Animation(vertices, model.config.fps, faces, {"style": style.label, "audio": str(audio_path)})
     anim_path = save_animation(out / f"{info.name}_condition_{style.label}.npz", animation)
-    head = load_head_asset()
-    n = min(len(vertices), len(clip.vertices))
-    correlation = metrics.pearson(lip_opening(vertices[:n], head), lip_opening(clip.vertices[:n], head))
     timings["animate"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -170,5 +178,22 @@ def run_demo(
     return DemoResult(
         out_dir=out, video=video, animation=anim_path, audio=audio_path, run_dir=result.run_dir,
         clips=dict(report.clips_per_split), loss_start=history[0]["train_loss"], loss_end=history[-1]["train_loss"],
-        lip_correlation=float(np.nan_to_num(correlation, nan=0.0)), used_espeak=raw.used_espeak, timings=timings,
+        lip_correlation=correlations[info.name], test_correlations=correlations, used_espeak=raw.used_espeak,
+        timings=timings,
     )
+
+
+def animate_clip(model: Any, clip: Any) -> tuple[Any, Any]:
+    """(T, V, 3) float32 metres of ``clip`` animated under its speaker's style (a training speaker's),
+    else under the first training style; returns (vertices, style)."""
+    name = clip.speaker if clip.speaker in model.config.speakers else model.config.speakers[0]
+    style = parse_style(name, model.config.speakers)[0]
+    return animate(model, clip.audio, clip.template, style), style
+
+
+def clip_lip_correlation(predicted: Any, truth: Any, head: Any) -> float:
+    """Pearson correlation of the lip opening of two (T, V, 3) animations over their common frames
+    (0 when either is constant)."""
+    n = min(len(predicted), len(truth))
+    value = metrics.pearson(lip_opening(predicted[:n], head), lip_opening(truth[:n], head))
+    return float(np.nan_to_num(value, nan=0.0))

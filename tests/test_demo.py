@@ -25,6 +25,11 @@ def test_demo_pipeline_tiny(tmp_path):
     assert result.video.is_file() and result.animation.is_file()
     assert result.clips.get("train", 0) > 0
     assert result.loss_start > 0
+    # every held-out clip is scored, the one shown among them
+    assert len(result.test_correlations) == result.clips["test"]
+    assert result.lip_correlation in result.test_correlations.values()
+    assert all(-1.0 <= c <= 1.0 for c in result.test_correlations.values())
+    assert any(key.startswith("  all ") for key in result.summary())
     _check_video(result)
 
 
