@@ -95,6 +95,7 @@ class Setup:
     use_espeak: bool | None = None  # None: espeak-ng when installed; False: the formant synthesiser
     model_overrides: dict[str, Any] = field(default_factory=lambda: {"feature_dim": 64})
     device: str = "cpu"
+    finetune: bool = False  # True: talkface's trainer fine-tunes the encoder's transformer (CNN frozen), as FaceFormer
 
 
 def tiny_setup() -> Setup:
@@ -376,6 +377,19 @@ def train_cached(prep: Prepared, config: Any) -> tuple[Any, list[dict[str, float
     return model, history
 
 
+def train_finetuned(setup: Setup, prep: Prepared, config: Any, run_dir: Path) -> tuple[Any, list[dict[str, float]]]:
+    """FaceFormer's recipe with talkface's trainer: the encoder's transformer fine-tuned with the decoder (its
+    CNN frozen), from the shipped weights; the run's last weights, in eval mode, and per-epoch train losses."""
+    from talkface.model.checkpoint import load_checkpoint
+    from talkface.train import train
+
+    result = train(prep.data, run_dir, config, model_overrides=setup.model_overrides, device=setup.device,
+                   overwrite=True)
+    model, _ = load_checkpoint(result.last_path or run_dir / "last.safetensors")
+    history = [{"epoch": e["epoch"], "train_loss": e["train_loss"]} for e in result.history]
+    return model.eval(), history
+
+
 def predict(model: Any, prep: Prepared, i: int, style: np.ndarray) -> np.ndarray:
     """(T, V, 3) float32 vertices of test clip ``i`` under a style, generated autoregressively."""
     import torch
@@ -450,10 +464,15 @@ def run_one(setup: Setup, prep: Prepared, corpus: str, variant: str, seed: int, 
         if old.get("config") == to_dict(config) and old.get("setup") == key:
             return {**old, "reused": True}
     t0, c0 = time.perf_counter(), time.process_time()
-    model, history = train_cached(prep, config)
+    if setup.finetune:
+        model, history = train_finetuned(setup, prep, config, run_dir / "run")
+        scored = replace(prep, test_feats=encode_clips(model, prep.test))  # the fine-tuned encoder's features
+    else:
+        model, history = train_cached(prep, config)
+        scored = prep
     train_s = time.perf_counter() - t0
     record = {"corpus": corpus, "variant": variant, "seed": seed, "config": to_dict(config), "setup": key,
-              "history": history, "train_s": train_s, **evaluate(model, prep)}
+              "history": history, "train_s": train_s, **evaluate(model, scored)}
     record["run_s"], record["cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(done, json.dumps(record, indent=1, allow_nan=True))
@@ -794,8 +813,11 @@ def write_report(setup: Setup, result: dict[str, Any], out: Path, command: str, 
     v = versions()
     info = builtin_encoder_info(setup.encoder) if setup.encoder == "synthetic-phonetic" else {}
     acc = info.get("heldout_accuracy", {}).get("heldout_new_voice", {}).get("frame_accuracy")
-    encoder = (f"the shipped `{setup.encoder}` wav2vec 2.0 (frozen; held-out phoneme frame accuracy "
-               f"{acc:.3f} on unseen voices)" if acc is not None else f"`{setup.encoder}` (frozen)")
+    how = "fine-tuned, CNN frozen" if setup.finetune else "frozen"
+    encoder = (f"the shipped `{setup.encoder}` wav2vec 2.0 ({how}; held-out phoneme frame accuracy "
+               f"{acc:.3f} on unseen voices)" if acc is not None else f"`{setup.encoder}` ({how})")
+    features = ("its transformer fine-tuned with the decoder by talkface's trainer (FaceFormer's recipe; "
+                "the CNN's features cached per clip)" if setup.finetune else "its features computed once per clip")
     img = lambda key, alt: f"![{alt}]({figs[key]})\n" if figs[key] else ""  # noqa: E731
     sections = []
     for corpus in runs:
@@ -835,7 +857,7 @@ talkface {v['talkface']}, torch {v['torch']}, numpy {v['numpy']}, Python {v['pyt
   {setup.fps:g} fps; sentences train {setup.train_sentences}, val {setup.val_sentences} (unused), test
   {setup.test_sentences} (inclusive). The corpora differ only in the motion's timing against the audio:
   {'; '.join(f'`{c}` {CORPUS_TEXT[c]}' for c in setup.corpora)}.
-- Model: {encoder}, its features computed once per clip; talkface's FaceFormer decoder
+- Model: {encoder}, {features}; talkface's FaceFormer decoder
   (`TalkFaceModel`, overrides {setup.model_overrides}) trained autoregressively as FaceFormer trains
   (gradients through fed-back frames); the same model and data order for every loss at a given seed.
 - Recipe: Adam lr {setup.lr:g}, batch {setup.batch_size}, {setup.epochs} epochs, seeds {list(setup.seeds)};
@@ -876,6 +898,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     p.add_argument("--corpora", nargs="+", choices=list(CORPORA), default=None)
     p.add_argument("--tiny", action="store_true", help="seconds-long end-to-end setting (tests)")
+    p.add_argument("--finetune", action="store_true",
+                   help="fine-tune the encoder's transformer with the decoder (FaceFormer's recipe; slower)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
     p.add_argument("--finished-only", action="store_true",
                    help="train nothing: report the whole cells (every seed) already finished in --work")
     p.add_argument("--note", default="", help="a paragraph for the report's top (e.g. why a run was reduced)")
@@ -896,6 +921,12 @@ def setup_from_args(args: argparse.Namespace) -> Setup:
         if args.epochs < 1:
             raise ConfigError(f"--epochs {args.epochs}: expected a positive number")
         changes["epochs"] = args.epochs
+    if args.lr is not None:
+        if not (np.isfinite(args.lr) and args.lr > 0):
+            raise ConfigError(f"--lr {args.lr}: expected a positive number")
+        changes["lr"] = args.lr
+    if args.finetune:
+        changes["finetune"] = True
     if args.variants:
         changes["variants"] = tuple(args.variants)
     if args.corpora:

@@ -254,3 +254,31 @@ def test_finished_only_reports_the_same_numbers_without_training(exp, tiny_repor
     text = (out / "results.md").read_text()
     assert "A note." in text and "--finished-only" not in text and "A note" not in text.split("Rerun with:")[1][:200]
     assert exp.main(["--tiny", "--finished-only", "--out", str(tmp_path / "none"), "--work", str(tmp_path)]) == 1
+
+
+def test_tiny_finetune_trains_the_encoder_and_scores_with_it(exp, tmp_path):
+    """--finetune: the trainer fine-tunes the encoder's transformer (CNN frozen) and the test features come
+    from the fine-tuned encoder, not the shipped one."""
+    import json
+
+    import torch
+
+    # 3 epochs: the motion head starts at zero, so the first step sends no gradient to the encoder
+    rc = exp.main(["--tiny", "--finetune", "--epochs", "3", "--lr", "1e-3", "--corpora", "a-none",
+                   "--variants", "mse", "--seeds", "0", "--out", str(tmp_path / "docs"),
+                   "--work", str(tmp_path / "work"), "--jobs", "1"])
+    assert rc == 0
+    from talkface.model import TalkFaceModel, load_pretrained_encoder_config
+    from talkface.model.checkpoint import load_checkpoint
+
+    tuned, _ = load_checkpoint(tmp_path / "work" / "a-none" / "runs" / "mse_s0" / "run" / "last.safetensors")
+    shipped = TalkFaceModel(tuned.config, load_pretrained_encoder_config("synthetic-phonetic"))
+    shipped.load_pretrained_encoder("synthetic-phonetic")
+    before, after = shipped.audio_encoder.state_dict(), tuned.audio_encoder.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(".encoder.layers." in k for k in changed)  # the transformer learnt
+    assert not any("feature_extractor" in k for k in changed)  # the CNN stayed frozen
+    record = json.loads((tmp_path / "work" / "a-none" / "runs" / "mse_s0" / "record.json").read_text())
+    assert json.loads(record["setup"])["finetune"] is True and math.isfinite(record["groups"]["all"]["lve"])
+    assert "fine-tuned, CNN frozen" in (tmp_path / "docs" / "results.md").read_text()
+    assert exp.main(["--tiny", "--lr", "-1", "--out", str(tmp_path)]) == 2
