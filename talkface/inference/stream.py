@@ -60,7 +60,9 @@ class StreamConfig:
         lookahead_ms: future audio each frame waits for: frame i (time t = i/fps) is final once the audio up to
             t + lookahead_ms has arrived, and it then sees every encoder frame that audio computes (the
             CNN's 25 ms window and the 50 Hz feature grid take ~45 ms of it, so the transformer sees about
-            ``lookahead_ms - 45`` ms past the frame). This is the wait a user feels, hop and compute aside.
+            ``lookahead_ms - 45`` ms past the frame; with ``crossfade`` a pass's first frames are partly the
+            previous pass's estimate, which saw up to one hop less). This is the wait a user feels, hop and
+            compute aside.
         hop_ms: least new audio that triggers a pass (smaller: lower latency, more compute).
         context_ms: past encoder frames whose keys/values later passes attend to.
         memory_s: decoder self-attention window in seconds; None = unbounded (grows with the stream).
