@@ -287,7 +287,8 @@ class Prepared:
 
 
 def prepare_corpus(setup: Setup, data: Path) -> Prepared:
-    """Load a prepared corpus and compute the frozen encoder's features for its train and test clips."""
+    """Load a prepared corpus and compute the frozen encoder's features for its train and test clips
+    (not with ``setup.finetune``: each run's own fine-tuned encoder computes them, see ``run_one``)."""
     from talkface.data import load_prepared
     from talkface.model import TalkFaceModel, load_pretrained_encoder_config
     from talkface.train import build_model_config
@@ -300,8 +301,9 @@ def prepare_corpus(setup: Setup, data: Path) -> Prepared:
     train = [dataset.load_clip(i) for i in dataset.split("train")]
     test = [dataset.load_clip(i) for i in dataset.split("test")]
     mse_weight = float(np.mean([c.vertices.shape[0] for c in train])) * int(dataset.meta["num_vertices"]) * 3
-    return Prepared(data, dataset.meta, dataset.regions, train, test, encode_clips(model, train),
-                    encode_clips(model, test), model_config, encoder_config,
+    frozen = not setup.finetune
+    return Prepared(data, dataset.meta, dataset.regions, train, test, encode_clips(model, train) if frozen else [],
+                    encode_clips(model, test) if frozen else [], model_config, encoder_config,
                     {k: v.clone() for k, v in model.audio_encoder.state_dict().items()}, mse_weight)
 
 
