@@ -1,5 +1,6 @@
-"""File formats and safe writing shared by every stage: audio, meshes, animations, glTF export, atomic files and
-the live stream's wire formats (raw PCM in, frame records out)."""
+"""File formats and safe writing shared by every stage: audio, meshes, animations, glTF export, atomic files,
+the live stream's wire formats (raw PCM in, frame records out) and blendshape weights out (Live Link Face CSV
+and UDP, Audio2Face-style JSON)."""
 
 from talkface.io.animation import Animation, load_animation, save_animation
 from talkface.io.audio import (
@@ -13,6 +14,22 @@ from talkface.io.audio import (
     resample,
     to_float32,
     write_wav,
+)
+from talkface.io.blendshapes import (
+    ARKIT_NAMES,
+    LIVELINK_CSV_COLUMNS,
+    LIVELINK_CURVES,
+    LIVELINK_PORT,
+    LIVELINK_ROTATIONS,
+    BlendshapeTrack,
+    LiveLinkSender,
+    encode_livelink_packet,
+    livelink_frame_time,
+    read_a2f_json,
+    read_livelink_csv,
+    to_livelink_curves,
+    write_a2f_json,
+    write_livelink_csv,
 )
 from talkface.io.fileio import (
     atomic_path,
@@ -29,7 +46,9 @@ from talkface.io.mesh import Template, check_vertices, load_mesh, obj_text, save
 __all__ = [
     "SAMPLE_RATE",
     "Animation",
+    "ARKIT_NAMES",
     "atomic_path",
+    "BlendshapeTrack",
     "build_gltf",
     "check_audio_file",
     "check_not_silent",
@@ -39,6 +58,13 @@ __all__ = [
     "check_writable_folder",
     "encode_frame",
     "encode_frames",
+    "encode_livelink_packet",
+    "LIVELINK_CSV_COLUMNS",
+    "LIVELINK_CURVES",
+    "livelink_frame_time",
+    "LIVELINK_PORT",
+    "LIVELINK_ROTATIONS",
+    "LiveLinkSender",
     "load_animation",
     "load_audio",
     "load_mesh",
@@ -48,7 +74,9 @@ __all__ = [
     "num_motion_frames",
     "obj_text",
     "PcmDecoder",
+    "read_a2f_json",
     "read_frames",
+    "read_livelink_csv",
     "reconstruction_error",
     "record_size",
     "resample",
@@ -57,9 +85,12 @@ __all__ = [
     "temp_path_for",
     "Template",
     "to_float32",
+    "to_livelink_curves",
     "vertex_normals",
+    "write_a2f_json",
     "write_bytes_atomic",
     "write_gltf",
+    "write_livelink_csv",
     "write_text_atomic",
     "write_wav",
 ]
