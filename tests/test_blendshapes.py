@@ -194,6 +194,21 @@ def test_csv_bad_input_writes_nothing(tmp_path, weights, names, fps):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_csv_reader_reads_an_app_style_take_as_unreal_does(tmp_path):
+    header = "Timecode,BlendshapeCount," + ",".join(LIVELINK_CSV_COLUMNS)  # some app versions spell it so
+    values = [["0"] * 61 for _ in range(4)]
+    values[2][16] = "0.5"  # curve 16 of the app's order: JawForward, JawRight, JawLeft are 14, 15, 16
+    frames = ("28.207", "29.207", "30.207", "31.207")
+    rows = [f"14:03:52:{ff},61," + ",".join(v) for ff, v in zip(frames, values, strict=True)]
+    path = tmp_path / "MySlate_7_iPhone.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    track = read_livelink_csv(path)
+    assert track.names[:3] == ("eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft") and track.names[-1] == "RightEyeRoll"
+    np.testing.assert_allclose(track.times, 14 * 3600 + 3 * 60 + 52 + np.array([28.207, 29.207, 30.207, 31.207]) / 60)
+    assert track.fps == 60
+    assert track.select(["jawLeft"])[:, 0].tolist() == [0, 0, 0.5, 0]
+
+
 def test_csv_reader_refuses_foreign_files(tmp_path):
     bad = tmp_path / "bad.csv"
     for text in ("frame,jawOpen\n0,1\n", "Timecode,BlendShapeCount,JawOpen\n00:00:00:01.000,61\n",
@@ -238,10 +253,11 @@ def test_a2f_json_reader_refuses_malformed_files(tmp_path, data):
 
 
 # --------------------------------------------------------------------------------------------- UDP packets
-@pytest.mark.parametrize(("index", "fps", "rate"), [(0, 30, None), (7, 30, None), (7, 25, 60), (1001, 29.97, 60)])
-def test_frame_time_is_index_at_the_packet_rate(index, fps, rate):
-    number, sub = livelink_frame_time(index, fps, rate)
-    exact = index / fps * (rate or fps)
+@pytest.mark.parametrize(("index", "fps", "rate", "start"), [(0, 30, None, 0), (7, 30, None, 0), (7, 25, 60, 0),
+                                                         (1001, 29.97, 60, 0), (3, 25, 60, 45296.25)])
+def test_frame_time_is_index_at_the_packet_rate(index, fps, rate, start):
+    number, sub = livelink_frame_time(index, fps, rate, start=start)
+    exact = (start + index / fps) * (rate or fps)
     assert number == math.floor(exact + 1e-9) and 0 <= sub < 1
     assert number + sub == pytest.approx(exact, abs=1e-6)
 
@@ -252,6 +268,8 @@ def test_packet_decodes_to_names_times_and_values():
     row = np.array([0.5, 0.75, -0.125, 1.0], np.float32)
     decoded = decode_packet(sender.packet(7, row))
     sender.close()
+    with LiveLinkSender(sender.host + f":{sender.port}", names, 25, rate=60, start=10.0) as later:
+        assert decode_packet(later.packet(5, row))["frame"] == 612  # (10 + 5/25) s at 60
     assert decoded["version"] == 6 and decoded["subject"] == "Talkface" and decoded["count"] == 61
     assert str(uuid.UUID(decoded["device_id"])).upper() == decoded["device_id"]
     assert decoded["rate"] == 60 and decoded["frame"] == 16  # 7 / 25 s = 16.8 frames at 60

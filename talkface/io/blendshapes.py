@@ -46,7 +46,7 @@ Verified against LLV (``FaceFrame._deserialize``/``_read_string``/``_read_framet
 ``>l >f >l >l``, ``>B``, ``>f``), PyLiveLinkFace (``decode``: ``!i`` name length, ``!if2ib`` frame time and
 count, ``!61f``; its ``'$'``-prefixed id packed after ``<I`` 6 is the same bytes: 06 00 00 00 24 = version 6,
 length 36) and makehuman.js-backend (``getByte``, big-endian ``getDWord`` strings and frame time, byte-swapped
-floats). Unreal bounds a packet to 264..774 bytes, so the id and subject stay under 256 bytes each.
+floats). Unreal bounds a packet to 264..774 bytes, so the id and the subject stay within 250 bytes each.
 
 Audio2Face-style JSON (``write_a2f_json``): the keys of Audio2Face's blendshape-weight export (NVIDIA Omniverse
 Audio2Face, Data Conversion > Blendshape Conversion, "export ... as .json"), as public readers of that file use
@@ -108,7 +108,7 @@ LIVELINK_CSV_COLUMNS: tuple[str, ...] = _app_csv_order(LIVELINK_CURVES)
 NUM_CURVES = 61  # the BlendShapeCount of a packet and of a CSV row
 LIVELINK_PORT = 11111  # where Unreal's Live Link Face source listens by default
 PACKET_VERSION = 6
-_MAX_PACKET_STRING = 256  # bytes of the device id or subject name that Unreal's packet bound allows
+_MAX_PACKET_STRING = 250  # bytes of the device id or of the subject: two of them fit Unreal's 774-byte bound
 _CANONICAL = {name.casefold(): name for name in ARKIT_NAMES + LIVELINK_ROTATIONS}
 _CURVE_INDEX = {name.casefold(): i for i, name in enumerate(ARKIT_NAMES + LIVELINK_ROTATIONS)}
 
@@ -385,14 +385,20 @@ def read_a2f_json(path: str | os.PathLike[str]) -> BlendshapeTrack:
 
 
 # --------------------------------------------------------------------------------------------- UDP packets
-def livelink_frame_time(index: int, fps: float | Fraction, rate: float | Fraction | None = None) -> tuple[int, float]:
+def livelink_frame_time(index: int, fps: float | Fraction, rate: float | Fraction | None = None, *,
+                        start: float = 0.0) -> tuple[int, float]:
     """Frame ``index`` of motion at ``fps`` as a Live Link frame time at ``rate`` (default ``fps``).
 
+    Args:
+        start: seconds of frame 0 (e.g. seconds since midnight, for Unreal's timecode mode); default 0.
+
     Returns:
-        (frame number, subframe in [0, 1)) with frame number + subframe = index * rate / fps; the frame number
-        wraps at 2**31 (the int32 of the packet, after 414 days at 60 fps).
+        (frame number, subframe in [0, 1)) with frame number + subframe = (start + index / fps) * rate; the
+        frame number wraps at 2**31 (the int32 of the packet, after 414 days at 60 fps).
     """
-    exact = Fraction(index) * _as_fraction(rate if rate is not None else fps, "rate") / _as_fraction(fps, "fps")
+    seconds = Fraction(check_number(start, "start", low=0)).limit_denominator(1_000_000) + \
+        Fraction(index) / _as_fraction(fps, "fps")
+    exact = seconds * _as_fraction(rate if rate is not None else fps, "rate")
     whole = math.floor(exact)
     return whole % 2**31, float(exact - whole)
 
@@ -451,6 +457,7 @@ class LiveLinkSender:
         names: K blendshape names of the weight rows (as ``curve_indices``).
         fps: frames per second of the motion.
         rate: frame rate of the packets' frame times (default ``fps``).
+        start: seconds of frame 0 in the packets' frame times (``livelink_frame_time``).
         subject: Live Link subject name (at most 256 bytes of UTF-8).
         device_id: sender id (default: a UUID derived from ``subject``, stable across runs).
         on_error: called with the first send error.
@@ -462,13 +469,14 @@ class LiveLinkSender:
     """
 
     def __init__(self, address: str, names: Sequence[str], fps: float, *, rate: float | None = None,
-                 subject: str = "talkface", device_id: str | None = None,
+                 start: float = 0.0, subject: str = "talkface", device_id: str | None = None,
                  on_error: Callable[[OSError], None] | None = None, flag: str = "--livelink",
                  ignore_unknown: bool = False) -> None:
         self.host, self.port = parse_address(address, flag=flag)
         self.names = tuple(names)
         self._kept, self._curve = curve_indices(self.names, ignore_unknown=ignore_unknown)
         self.fps, self.rate = _as_fraction(fps, "fps"), _as_fraction(rate if rate is not None else fps, "rate")
+        self.start = check_number(start, "start", low=0)
         self.device_id = device_id if device_id is not None else \
             str(uuid.uuid5(uuid.NAMESPACE_URL, f"talkface:{subject}")).upper()
         for what, text in (("subject", subject), ("device id", self.device_id)):
@@ -516,7 +524,7 @@ class LiveLinkSender:
         curves[self._curve] = row[self._kept]
         if not np.isfinite(curves).all():
             raise ConfigError(f"weights of frame {frame_index} hold NaN or infinite values")
-        number, sub = livelink_frame_time(frame_index, self.fps, self.rate)
+        number, sub = livelink_frame_time(frame_index, self.fps, self.rate, start=self.start)
         return encode_livelink_packet(curves, number, sub, self.rate, subject=self.subject, device_id=self.device_id)
 
     def send(self, frame_index: int, weights_row: np.ndarray) -> bool:
