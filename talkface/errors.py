@@ -52,3 +52,7 @@ class InterruptedRun(TalkfaceError):
 
 class StreamError(TalkfaceError):
     """A live stream broke: a frame record cut short, or a reader or writer went away."""
+
+
+class RigError(TalkfaceError):
+    """A blendshape rig is unreadable, on another topology, or cannot be solved for (a target named)."""

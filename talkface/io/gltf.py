@@ -252,6 +252,56 @@ class _Buffer:
         return b"".join(self.chunks)
 
 
+def morph_document(base: np.ndarray, faces: np.ndarray | None, targets: np.ndarray, names: list[str],
+                   weights: np.ndarray, fps: float, *, normals: bool = False, interpolation: str = "LINEAR",
+                   name: str = "talkface", extras: dict[str, Any] | None = None) -> tuple[dict[str, Any], bytes]:
+    """A glTF document of one mesh with named morph targets and a weights animation, and its binary buffer.
+
+    Args:
+        base: (V, 3) float32 rest shape.
+        faces: (F, 3) triangles or None (points).
+        targets: (K, V, 3) float32 displacements.
+        names: K target names (``extras.targetNames``, Blender's shape-key names).
+        weights: (T, K) per-frame weights; frame k is keyed at k/fps and the last one held until T/fps.
+        fps: frames per second; normals, interpolation, name: as ``build_gltf``.
+        extras: JSON-serialisable document extras.
+    """
+    if interpolation not in ("LINEAR", "STEP"):
+        raise OutputError(f"glTF interpolation must be LINEAR or STEP, got {interpolation!r}")
+    nv = base.shape[0]
+    buf = _Buffer()
+    attributes = {"POSITION": buf.add(np.asarray(base, np.float32), "VEC3", target=ARRAY_BUFFER, min_max=True)}
+    if faces is not None and (faces.size == 0 or faces.min() < 0 or faces.max() >= nv):
+        raise TemplateError(f"faces index vertices outside 0..{nv - 1}; pass the topology of this mesh")
+    if normals and faces is not None:
+        attributes["NORMAL"] = buf.add(vertex_normals(base, faces), "VEC3", target=ARRAY_BUFFER)
+    primitive: dict[str, Any] = {"attributes": attributes, "mode": TRIANGLES if faces is not None else POINTS}
+    if faces is not None:
+        primitive["indices"] = buf.add(np.asarray(faces).astype(np.uint32).reshape(-1), "SCALAR",
+                                       target=ELEMENT_ARRAY_BUFFER, min_max=True)
+    k = targets.shape[0]
+    primitive["targets"] = [{"POSITION": buf.add(np.asarray(targets[i], np.float32), "VEC3", target=ARRAY_BUFFER,
+                                                 min_max=True)} for i in range(k)]
+    mesh = {"name": name, "primitives": [primitive], "weights": [0.0] * k, "extras": {"targetNames": list(names)}}
+    num = weights.shape[0]
+    times = np.arange(num + 1, dtype=np.float64) / float(fps)  # the last frame held until T/fps
+    keyed = np.concatenate([weights, weights[-1:]]).astype(np.float32)  # (T + 1, K)
+    time_acc = buf.add(times.astype(np.float32), "SCALAR", min_max=True)
+    weight_acc = buf.add(keyed.reshape(-1), "SCALAR")
+    doc: dict[str, Any] = {
+        "asset": {"version": "2.0", "generator": _generator()},
+        "scene": 0, "scenes": [{"nodes": [0]}],
+        "nodes": [{"name": name, "mesh": 0}],
+        "meshes": [mesh],
+        "animations": [{"name": "speech", "channels": [{"sampler": 0, "target": {"node": 0, "path": "weights"}}],
+                        "samplers": [{"input": time_acc, "output": weight_acc, "interpolation": interpolation}]}],
+        "accessors": buf.accessors, "bufferViews": buf.views,
+        "buffers": [{"byteLength": buf.size}],
+        "extras": {"fps": float(fps), "frames": num, "morph_targets": k, **(extras or {})},
+    }
+    return doc, buf.data()
+
+
 def build_gltf(animation: Any, *, base: np.ndarray | None = None, tolerance: float = 1e-6,
                normals: bool = False, interpolation: str = "LINEAR",
                name: str = "talkface") -> tuple[dict[str, Any], bytes, MorphBasis]:
@@ -268,48 +318,18 @@ def build_gltf(animation: Any, *, base: np.ndarray | None = None, tolerance: flo
     Returns:
         (document dict, buffer bytes, the basis used).
     """
-    if interpolation not in ("LINEAR", "STEP"):
-        raise OutputError(f"glTF interpolation must be LINEAR or STEP, got {interpolation!r}")
     vertices = np.asarray(animation.vertices, dtype=np.float32)
     if vertices.ndim != 3 or vertices.shape[2] != 3 or vertices.shape[0] == 0:
         raise TemplateError(f"animation vertices have shape {vertices.shape}; expected (T, V, 3) with T >= 1")
-    num, nv = vertices.shape[:2]
     basis = morph_basis(vertices, base, tolerance=tolerance)
-    buf = _Buffer()
-    attributes = {"POSITION": buf.add(basis.base, "VEC3", target=ARRAY_BUFFER, min_max=True)}
     faces = None if animation.faces is None else np.asarray(animation.faces)
-    if faces is not None and (faces.size == 0 or faces.min() < 0 or faces.max() >= nv):
-        raise TemplateError(f"faces index vertices outside 0..{nv - 1}; pass the topology of this mesh")
-    if normals and faces is not None:
-        attributes["NORMAL"] = buf.add(vertex_normals(basis.base, faces), "VEC3", target=ARRAY_BUFFER)
-    primitive: dict[str, Any] = {"attributes": attributes, "mode": TRIANGLES if faces is not None else POINTS}
-    if faces is not None:
-        primitive["indices"] = buf.add(faces.astype(np.uint32).reshape(-1), "SCALAR", target=ELEMENT_ARRAY_BUFFER,
-                                       min_max=True)
-    k = basis.targets.shape[0]
-    primitive["targets"] = [{"POSITION": buf.add(basis.targets[i], "VEC3", target=ARRAY_BUFFER, min_max=True)}
-                            for i in range(k)]
-    prefix = "frame" if basis.one_hot else "basis"
-    mesh = {"name": name, "primitives": [primitive], "weights": [0.0] * k,
-            "extras": {"targetNames": [f"{prefix}_{i:05d}" for i in range(k)]}}
-    fps = float(animation.fps)
-    times = np.arange(num + 1, dtype=np.float64) / fps  # the last frame held until T/fps
-    keyed = np.concatenate([basis.weights, basis.weights[-1:]])  # (T + 1, K)
-    time_acc = buf.add(times.astype(np.float32), "SCALAR", min_max=True)
-    weight_acc = buf.add(keyed.reshape(-1), "SCALAR")
-    doc: dict[str, Any] = {
-        "asset": {"version": "2.0", "generator": _generator()},
-        "scene": 0, "scenes": [{"nodes": [0]}],
-        "nodes": [{"name": name, "mesh": 0}],
-        "meshes": [mesh],
-        "animations": [{"name": "speech", "channels": [{"sampler": 0, "target": {"node": 0, "path": "weights"}}],
-                        "samplers": [{"input": time_acc, "output": weight_acc, "interpolation": interpolation}]}],
-        "accessors": buf.accessors, "bufferViews": buf.views,
-        "buffers": [{"byteLength": buf.size}],
-        "extras": {"fps": fps, "frames": num, "morph_targets": k, "max_error_m": basis.max_error,
-                   **{key: v for key, v in getattr(animation, "meta", {}).items() if isinstance(v, (str, int, float))}},
-    }
-    return doc, buf.data(), basis
+    prefix, k = "frame" if basis.one_hot else "basis", basis.targets.shape[0]
+    extras = {"max_error_m": basis.max_error,
+              **{key: v for key, v in getattr(animation, "meta", {}).items() if isinstance(v, (str, int, float))}}
+    doc, data = morph_document(basis.base, faces, basis.targets, [f"{prefix}_{i:05d}" for i in range(k)],
+                               basis.weights, float(animation.fps), normals=normals, interpolation=interpolation,
+                               name=name, extras=extras)
+    return doc, data, basis
 
 
 def _generator() -> str:
@@ -346,20 +366,26 @@ def write_gltf(path: str | os.PathLike[str], animation: Any, *, binary: bool | N
         binary = suffix == ".glb"
     doc, data, _ = build_gltf(animation, base=base, tolerance=tolerance, normals=normals,
                               interpolation=interpolation, name=p.stem or "talkface")
+    return write_document(p, doc, data, binary=binary, separate_buffer=separate_buffer)
+
+
+def write_document(path: Path, doc: dict[str, Any], data: bytes, *, binary: bool,
+                   separate_buffer: bool = False) -> Path:
+    """Write a glTF document and its buffer atomically: GLB, or JSON with the buffer embedded (or beside it)."""
     if binary:
         payload = _glb(doc, data)
-        with atomic_path(p) as tmp:
+        with atomic_path(path) as tmp:
             tmp.write_bytes(payload)
-        return p
+        return path
     if separate_buffer:
-        bin_path = p.with_suffix(".bin")
+        bin_path = path.with_suffix(".bin")
         write_bytes_atomic(bin_path, data)
         doc["buffers"][0]["uri"] = bin_path.name
     else:
         doc["buffers"][0]["uri"] = "data:application/octet-stream;base64," + base64.b64encode(data).decode("ascii")
-    with atomic_path(p) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
-    return p
+    return path
 
 
 def _glb(doc: dict[str, Any], data: bytes) -> bytes:
