@@ -25,6 +25,7 @@ from talkface.io.gltf import write_gltf
 from talkface.io.mesh import load_mesh, save_obj_sequence
 from talkface.model.checkpoint import load_checkpoint
 from talkface.render.offscreen import RenderConfig, render_video
+from talkface.rig import retargeting as retarget_stage
 from talkface.runtime import resolve_device
 from talkface.train.runs import load_run_assets
 
@@ -61,6 +62,7 @@ class AnimateResult:
     audio: Path
     outputs: list[Path] = field(default_factory=list)
     error: str | None = None
+    fits: list[Any] = field(default_factory=list)  # rig.retargeting.Fit per style, with --rig
 
 
 def output_path(out: Path, audio: Path, label: str | None, single: bool, fmt: str = "npz") -> Path:
@@ -105,25 +107,43 @@ def animate_files(
     overwrite: bool = False,
     render: bool = False,
     fmt: str = "npz",
+    rig: str | None = None,
+    solve: Any = None,
+    fit_region: str | None = None,
 ) -> list[AnimateResult]:
     """Load the model once and animate every input under every requested style.
 
     ``fmt`` (npz, npy, obj, glb, gltf) names the files written into a folder ``out``; a single output
-    with a suffix is written in the format of its suffix.
+    with a suffix is written in the format of its suffix. With ``rig`` (a rig file, folder or built-in
+    name) the outputs are the rig's weights instead (``rig.retargeting.write_fit``: Live Link Face CSV,
+    Audio2Face-style JSON, GLB/glTF with named targets, npz), solved with ``solve`` (``SolveOptions``) on
+    ``fit_region``.
 
     Errors of one input are recorded and the others still run; errors that concern all inputs
     (checkpoint, style) raise.
     """
-    if f".{fmt.lstrip('.').lower()}" not in ANIMATION_SUFFIXES:
+    if rig is not None:
+        fmt = retarget_stage.weights_format(out, None if fmt == "npz" and out.suffix else fmt)
+        rig_path = Path(rig) if Path(rig).exists() else None
+    elif f".{fmt.lstrip('.').lower()}" not in ANIMATION_SUFFIXES:
         raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(x[1:] for x in ANIMATION_SUFFIXES)}")
     device = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, device=device)
     assets = load_run_assets(checkpoint if checkpoint.is_dir() else checkpoint.parent)
     styles = parse_style(style, model.config.speakers)
     single = len(inputs) == 1 and len(styles) == 1
-    planned = {(a, s.label): output_path(out, a, s.label if len(styles) > 1 else None, single, fmt)
+    planned = {(a, s.label): output_path(out, a, s.label if len(styles) > 1 else None, single,
+                                         retarget_stage.WEIGHT_FORMATS[fmt] if rig is not None else fmt)
                for a in inputs for s in styles}
-    check_animate_paths(inputs, planned, checkpoint=checkpoint, template=template, render=render)
+    check_animate_paths(inputs, planned, checkpoint=checkpoint, template=template, render=render,
+                        rig=rig_path if rig is not None else None)
+    prepared = None
+    if rig is not None:  # the rig is read and checked once, before any audio is animated
+        reference = next(iter(assets.templates.values()), None)
+        rig_obj = retarget_stage.resolve_rig(rig, num_vertices=model.config.num_vertices, reference=reference)
+        if fmt == "csv":
+            retarget_stage.check_livelink_names(rig_obj)
+        prepared = retarget_stage.setup(rig_obj, solve, fit_region, assets.regions)
     results = []
     for audio_path in inputs:
         result = AnimateResult(audio_path)
@@ -136,9 +156,17 @@ def animate_files(
                 vertices = check_finite_output(animate(model, audio, tmpl, s, device=device), model,
                                                checkpoint=checkpoint, audio=audio_path)
                 anim = make_animation(vertices, model.config.fps, faces if faces is not None else assets.faces,
-                                      style=s.label, subject=name, audio=str(audio_path), checkpoint=str(checkpoint))
+                                      neutral=tmpl, style=s.label, subject=name, audio=str(audio_path),
+                                      checkpoint=str(checkpoint))
                 path = planned[(audio_path, s.label)]
-                result.outputs.append(write_animation_file(path, anim, overwrite=overwrite, base=tmpl))
+                if prepared is not None:
+                    fit = retarget_stage.retarget(vertices, tmpl, prepared, fps=anim.fps, source=audio_path.name,
+                                                  extra_regions=assets.regions)
+                    result.fits.append(fit)
+                    result.outputs.append(retarget_stage.write_fit(path, fit, prepared.rig, fmt=fmt,
+                                                                   overwrite=overwrite, meta=anim.meta))
+                else:
+                    result.outputs.append(write_animation_file(path, anim, overwrite=overwrite, base=tmpl))
                 if render:
                     result.outputs.append(render_animation(anim, path.with_suffix(".mp4"), audio_path, overwrite))
         except TalkfaceError as e:
@@ -148,7 +176,7 @@ def animate_files(
 
 
 def check_animate_paths(inputs: list[Path], planned: dict[tuple[Path, str | None], Path], *, checkpoint: Path,
-                        template: Path | None, render: bool) -> None:
+                        template: Path | None, render: bool, rig: Path | None = None) -> None:
     """Every file ``animate`` will write, against its inputs and each other (``fileio.check_paths``).
 
     An ``.obj`` output is a folder of frames, and ``--render`` adds an ``.mp4`` beside each output.
@@ -169,7 +197,7 @@ def check_animate_paths(inputs: list[Path], planned: dict[tuple[Path, str | None
                 outputs[name] = path
             if render:
                 outputs[f"{name} --render"] = path.with_suffix(".mp4")
-    check_paths({"AUDIO": list(inputs), "--checkpoint": checkpoint, "--template": template}, outputs,
+    check_paths({"AUDIO": list(inputs), "--checkpoint": checkpoint, "--template": template, "--rig": rig}, outputs,
                 output_folders=tuple(folders))
 
 

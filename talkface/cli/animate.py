@@ -19,6 +19,7 @@ from talkface.cli.common import (
     positive_flag,
     progress_bar,
 )
+from talkface.cli.rig import BoundsOpt, FitRegionOpt, L2Opt, RigOpt, SmoothOpt, SymmetryOpt, report_fit, solve_options
 from talkface.io.fileio import check_paths
 
 
@@ -33,20 +34,37 @@ def animate(
     fmt: Annotated[str, typer.Option("--format", help="Files written into an --out folder: npz, npy, obj, glb or gltf.")]
     = "npz",
     render: Annotated[bool, typer.Option("--render", help="Also render an mp4 with the audio.")] = False,
+    rig: RigOpt = None,
+    bounds: BoundsOpt = "0,1",
+    l2: L2Opt = 0.0,
+    smooth: SmoothOpt = 0.0,
+    symmetry: SymmetryOpt = 0.0,
+    fit_region: FitRegionOpt = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Animate speech in a chosen speaker's style (.npz, FaceFormer .npy, an OBJ folder, or glTF/GLB)."""
+    """Animate speech in a chosen speaker's style (.npz, FaceFormer .npy, an OBJ folder, or glTF/GLB).
+
+    With --rig, --out gets the rig's blendshape weights instead: .csv (Live Link Face), .json
+    (Audio2Face-style), .glb/.gltf (the rig with named targets, animated) or .npz (--format livelink, a2f,
+    glb, gltf, npz for a folder).
+    """
     common.use_threads(threads)
+    options = solve_options(bounds, l2, smooth, symmetry) if rig is not None else None
+    if rig is None and (bounds, l2, smooth, symmetry, fit_region) != ("0,1", 0.0, 0.0, 0.0, None):
+        raise typer.BadParameter("--bounds, --l2, --smooth, --symmetry and --fit-region need --rig RIG",
+                                 param_hint="--rig")
     from talkface import workflows
 
     inputs = workflows.expand_audio_inputs(audio)
     results = workflows.animate_files(inputs, checkpoint=checkpoint, style=style, out=out, subject=subject,
                                       template=template, device=device, overwrite=overwrite, render=render,
-                                      fmt=fmt)
+                                      fmt=fmt, rig=rig, solve=options, fit_region=fit_region)
     failed = 0
     for r in results:
+        for fit in r.fits:
+            report_fit(fit, r.audio.name)
         if r.error is None:
             out_paths = ", ".join(str(p) for p in r.outputs)
             console.print(f"[green]ok[/] {r.audio.name} → {out_paths}")

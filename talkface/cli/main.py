@@ -20,6 +20,7 @@ from talkface.cli.common import console, err
 from talkface.cli.demo import demo
 from talkface.cli.evaluate import evaluate
 from talkface.cli.prepare import prepare_app
+from talkface.cli.rig import retarget
 from talkface.cli.stream import stream
 from talkface.cli.train import train
 from talkface.errors import TalkfaceError
@@ -36,6 +37,7 @@ app.command()(train)
 app.command()(animate)
 app.command()(stream)
 app.command()(render)
+app.command()(retarget)
 app.command()(evaluate)
 app.command()(info)
 app.command("import-faceformer")(import_faceformer_cmd)

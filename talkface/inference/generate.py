@@ -182,6 +182,9 @@ def check_finite_output(vertices: np.ndarray, model: Any, *, checkpoint: Any, au
     raise CheckpointError(f"{checkpoint}: the model produced NaN/infinite vertices for {audio}; {cause}")
 
 
-def make_animation(vertices: np.ndarray, fps: float, faces: np.ndarray | None, **meta: Any) -> Animation:
-    """Bundle generated vertices (T, V, 3) into an ``Animation`` with JSON-able metadata."""
-    return Animation(vertices=vertices, fps=fps, faces=faces, meta={k: v for k, v in meta.items() if v is not None})
+def make_animation(vertices: np.ndarray, fps: float, faces: np.ndarray | None, *, neutral: np.ndarray | None = None,
+                   **meta: Any) -> Animation:
+    """Bundle generated vertices (T, V, 3) into an ``Animation`` with JSON-able metadata and the neutral face
+    (V, 3) they were generated on (kept so that the motion can later be retargeted onto a rig)."""
+    return Animation(vertices=vertices, fps=fps, faces=faces, meta={k: v for k, v in meta.items() if v is not None},
+                     neutral=None if neutral is None else np.asarray(neutral, dtype=np.float32))

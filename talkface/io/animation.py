@@ -27,12 +27,15 @@ class Animation:
         fps: frames per second.
         faces: (F, 3) int32 or None.
         meta: JSON-serialisable details (style, source audio path, checkpoint).
+        neutral: (V, 3) float32 the face at rest that the motion was made on (the template), or None:
+            retargeting onto a rig takes each frame's displacement from it.
     """
 
     vertices: np.ndarray
     fps: float
     faces: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    neutral: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -53,6 +56,8 @@ def save_animation(path: str | os.PathLike[str], animation: Animation) -> Path:
     }
     if animation.faces is not None:
         arrays["faces"] = np.asarray(animation.faces, dtype=np.int32)
+    if animation.neutral is not None:
+        arrays["neutral"] = np.asarray(animation.neutral, dtype=np.float32)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -86,7 +91,7 @@ def load_animation(
         z = read_npz(p, "animation", TemplateError, hint)
         if "vertices" not in z:
             raise TemplateError(f"{p}: npz has keys {sorted(z)}; expected 'vertices'")
-        vertices, file_faces = z["vertices"], z.get("faces")
+        vertices, file_faces, neutral = z["vertices"], z.get("faces"), z.get("neutral")
         file_fps = None
         if "fps" in z:
             with reading(p, "animation's fps", TemplateError, hint):
@@ -94,7 +99,7 @@ def load_animation(
         if "meta" in z:
             meta = read_json_object(str(z["meta"]), f"{p} (meta)", TemplateError, hint)
     elif p.suffix == ".npy":
-        vertices, file_fps, file_faces = read_npy(p, "animation", TemplateError, hint), None, None
+        vertices, file_fps, file_faces, neutral = read_npy(p, "animation", TemplateError, hint), None, None, None
     else:
         raise TemplateError(f"{p}: unknown animation format {p.suffix!r}; expected .npz or .npy")
     vertices = np.asarray(vertices)
@@ -113,6 +118,10 @@ def load_animation(
         rate = check_number(rate, "fps", low=0, low_open=True)
     except ConfigError as e:
         raise TemplateError(f"{p}: {e}; write the animation again with its true frame rate, or pass --fps") from e
+    if neutral is not None and (np.shape(neutral) != vertices.shape[1:] or not np.isfinite(neutral).all()):
+        raise TemplateError(f"{p}: its 'neutral' has shape {np.shape(neutral)} or non-finite values; expected "
+                            f"({vertices.shape[1]}, 3) finite; write the animation again")
     meta.pop("format", None)
     meta.pop("version", None)
-    return Animation(vertices.astype(np.float32), float(rate), faces if file_faces is None else file_faces, meta)
+    return Animation(vertices.astype(np.float32), float(rate), faces if file_faces is None else file_faces, meta,
+                     None if neutral is None else np.asarray(neutral, dtype=np.float32))

@@ -35,6 +35,7 @@ from talkface.io.mesh import load_mesh
 MESH_SUFFIXES = (".obj", ".ply")
 DEPENDENCE_RTOL = 1e-4  # σ_min/σ_max of the unit-norm targets below which they count as linearly dependent
 POSITION_MATCH_RTOL = 1e-5  # position match tolerance, relative to the neutral's extent
+DIRECTION_STEMS = ("jaw", "mouth")  # jawLeft = the jaw moves left: not a half-face pair
 _SIDE = re.compile(r"^(?P<stem>.+?)(?P<side>Left|Right|_L|_R|\.L|\.R|_left|_right|_l|_r)$")
 
 
@@ -76,13 +77,17 @@ class Rig:
 
 
 def symmetric_pairs(names: tuple[str, ...] | list[str]) -> list[tuple[int, int]]:
-    """(left, right) index pairs of targets named ``…Left``/``…Right`` (also ``_L``/``_R``, ``.L``/``.R``)."""
+    """(left, right) index pairs of targets named ``…Left``/``…Right`` (also ``_L``/``_R``, ``.L``/``.R``).
+
+    ARKit's ``jawLeft``/``jawRight`` and ``mouthLeft``/``mouthRight`` are excluded: there the side is the
+    direction of the motion, not the half of the face, so tying them would be wrong.
+    """
     index = {n: i for i, n in enumerate(names)}
     partner = {"Left": "Right", "_L": "_R", ".L": ".R", "_left": "_right", "_l": "_r"}
     pairs = []
     for name, i in index.items():
         m = _SIDE.match(name)
-        if m and m["side"] in partner:
+        if m and m["side"] in partner and m["stem"].lower() not in DIRECTION_STEMS:
             j = index.get(m["stem"] + partner[m["side"]])
             if j is not None:
                 pairs.append((i, j))
@@ -144,7 +149,8 @@ def _check_independent(rig: Rig) -> None:
     involved = np.flatnonzero(np.abs(v) > 0.05 * np.abs(v).max())
     lead = int(involved[np.argmax(np.abs(v[involved]))])
     others = [int(i) for i in involved if i != lead]
-    combo = " + ".join(f"{-v[i] / v[lead] * norms[lead] / norms[i]:.3g}·{rig.names[i]}" for i in others)
+    coef = [(-v[i] / v[lead] * norms[lead] / norms[i], rig.names[i]) for i in others]
+    combo = " ".join(f"{'-' if c < 0 else '+'} {abs(c):.3g}·{n}" for c, n in coef).lstrip("+ ")
     raise RigError(f"rig {rig.source}: targets {', '.join(repr(rig.names[i]) for i in involved)} are linearly "
                    f"dependent ({rig.names[lead]} ≈ {combo or '0'}), so their weights cannot be told apart; "
                    "remove one of them or make it move differently")
