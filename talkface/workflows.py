@@ -1,6 +1,10 @@
 """Multi-step operations behind the CLI commands (no printing): animate many files, load animations
 for rendering. Each returns values the CLI reports. Evaluation lives in ``talkface.evaluate.evaluation``
-(``evaluate`` is re-exported here)."""
+(``evaluate`` is re-exported here).
+
+Over 400 lines: it chains every stage for the CLI (animate, retarget onto a rig, render, stream); each
+chain is short, and splitting them apart would scatter the shared path checks.
+"""
 
 from __future__ import annotations
 
