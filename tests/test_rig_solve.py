@@ -136,3 +136,21 @@ def test_live_solver_without_smoothness_equals_offline_and_is_causal() -> None:
 def test_bad_options_are_refused(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         SolveOptions(**kwargs)
+
+
+@pytest.mark.parametrize("pdas_steps, fallback_frames", [(0, 0), (0, 10**9), (1, 0)],
+                         ids=["projected-newton-only", "bvls-only", "one-pdas-step-then-newton"])
+def test_each_stage_of_the_solver_alone_reaches_the_oracle(monkeypatch, pdas_steps, fallback_frames):
+    """The PDAS → projected Newton → BVLS chain: each later stage must finish what the earlier left."""
+    import talkface.rig.qp as qp
+
+    monkeypatch.setattr(qp, "PDAS_STEPS", pdas_steps)
+    monkeypatch.setattr(qp, "FALLBACK_FRAMES", fallback_frames)
+    rng = np.random.default_rng(11)
+    basis = random_rig(rng, k=12)
+    d = rng.uniform(-0.5, 1.5, size=(80, 12)) @ basis.T + 0.3 * rng.normal(size=(80, basis.shape[0]))
+    problem = prepare(basis, SolveOptions(l2=0.01))
+    w = solve_weights(problem, d)
+    ref = objective(problem, d, oracle(basis, d, problem, SolveOptions(l2=0.01)))
+    ours = objective(problem, d, w)
+    assert abs(ours - ref) <= 1e-6 * ref and ours <= ref * (1 + 1e-12)

@@ -40,8 +40,10 @@ MAX_NEWTON_STEPS = 100
 KKT_RTOL = 1e-11  # projected-gradient tolerance, relative to the size of the frame's gradient terms
 RIDGE = 1e-10  # relative ridge added to Q: keeps a rank-deficient region solvable, negligible otherwise
 COARSE_STRIDE = 8  # warm start: every 8th frame is solved first and seeds its neighbours
-PDAS_STEPS = 25  # primal-dual active-set iterations before projected Newton takes over
-BLOCK_FRAMES = 256  # frames converted to float64 at a time when forming G = D·A
+PN_BATCH_STEPS = 0  # projected Newton steps on a batch before its last few frames go to BVLS
+FALLBACK_FRAMES = 64  # at most this many frames left: solve them one by one (BVLS)
+PDAS_STEPS = 8  # primal-dual active-set iterations before projected Newton takes over
+BLOCK_FRAMES = 128  # frames converted to float64 at a time when forming G = D·A
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class Problem:
     options: SolveOptions
     lipschitz: float = 1.0
     support: np.ndarray | None = None
-    _support_basis: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (rows, float64, float32)
+    _support_basis: tuple[np.ndarray, np.ndarray] | None = None  # (rows, basis on those rows)
 
     @property
     def num_targets(self) -> int:
@@ -131,24 +133,22 @@ def prepare(basis: np.ndarray, options: SolveOptions = SolveOptions(), pairs: li
     support = np.any(a != 0, axis=1)
     rows = np.flatnonzero(support)
     return Problem(basis=a, q=q, scale=scale, options=options, lipschitz=float(np.linalg.eigvalsh(q)[-1]) if k else 1.0,
-                   support=support, _support_basis=(rows, a[rows], a[rows].astype(np.float32)))
+                   support=support, _support_basis=(rows, a[rows]))
 
 
 def project(displacements: np.ndarray, problem: Problem) -> np.ndarray:
     """``G = D·A``: (T, K) float64 from displacements (T, 3N) on the problem's rows.
 
-    Only the rows where a target moves take part. The product runs in the displacements' precision:
-    float32 animations (talkface's own) use a float32 product, whose rounding (~1e-7 relative) is that of
-    the data itself; float64 input gets a float64 product (in blocks of frames, to bound memory).
+    Only the rows where a target moves take part. The product is in float64 (in blocks of frames, to
+    bound memory) whatever the input's precision: a float32 product's rounding (~1e-7 relative over
+    thousands of rows) would move the optimum enough to lose to an exact solver in the 8th digit.
     """
     d = np.asarray(displacements)
     if problem._support_basis is None:
-        rows, a64, a32 = np.arange(problem.basis.shape[0]), problem.basis, problem.basis.astype(np.float32)
+        rows, a64 = np.arange(problem.basis.shape[0]), problem.basis
     else:
-        rows, a64, a32 = problem._support_basis
+        rows, a64 = problem._support_basis
     full = rows.size == d.shape[1]
-    if d.dtype == np.float32:
-        return ((d if full else d[:, rows]) @ a32).astype(np.float64)
     out = np.empty((d.shape[0], a64.shape[1]), dtype=np.float64)
     for start in range(0, d.shape[0], BLOCK_FRAMES):
         block = d[start:start + BLOCK_FRAMES]
@@ -244,12 +244,15 @@ def solve_frames(problem: Problem, g: np.ndarray, *, start: np.ndarray | None = 
     tol = KKT_RTOL * (np.abs(b).max(axis=1) + np.abs(q).max() * max(abs(lo), abs(hi), 1.0))
     lipschitz = problem.lipschitz
     active = np.arange(t)
-    for _ in range(MAX_NEWTON_STEPS):
+    for step_number in range(MAX_NEWTON_STEPS + 1):
         wa, ba = w[active], b[active]
         grad = wa @ q - ba
         done = kkt_ok(wa, grad, lo, hi, tol[active])
         active = active[~done]
         if active.size == 0:
+            break
+        if step_number == MAX_NEWTON_STEPS or (step_number >= PN_BATCH_STEPS and active.size <= FALLBACK_FRAMES):
+            w[active] = _bvls(problem, b[active])  # a few hard frames: an exact active-set solve each
             break
         wa, ba, grad = wa[~done], ba[~done], grad[~done]
         eps = min(1e-12 * (hi - lo), 1e-3 * float(np.abs(grad).max()))
@@ -272,6 +275,20 @@ def solve_frames(problem: Problem, g: np.ndarray, *, start: np.ndarray | None = 
             new[pending] = np.clip(wa[pending] - grad[pending] / lipschitz, lo, hi)
         w[active] = new
     return w
+
+
+def _bvls(problem: Problem, b: np.ndarray) -> np.ndarray:
+    """Per-frame bounded least squares on the K × K factor: ``½wᵀQw - bᵀw = ½||Lᵀw - L⁻¹b||² + const``
+    with ``Q = LLᵀ``, by scipy's BVLS (Stark & Parker's exact active-set method), for the rare frames on
+    which the batched methods are slow."""
+    from scipy.linalg import solve_triangular
+    from scipy.optimize import lsq_linear
+
+    lo, hi = problem.options.lower, problem.options.upper
+    chol = np.linalg.cholesky(problem.q)
+    rhs = solve_triangular(chol, b.T, lower=True).T
+    out = np.stack([lsq_linear(chol.T, row, bounds=(lo, hi), method="bvls", tol=1e-15).x for row in rhs])
+    return np.clip(out, lo, hi)  # BVLS may leave a bound by a rounding error
 
 
 def objective(problem: Problem, displacements: np.ndarray, weights: np.ndarray) -> float:

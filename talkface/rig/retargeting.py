@@ -26,8 +26,8 @@ from talkface.io.blendshapes import ARKIT_NAMES, write_a2f_json, write_livelink_
 from talkface.io.fileio import atomic_path, check_output_path
 from talkface.io.gltf import morph_document, write_document
 from talkface.io.rig import Rig, fit_rig, load_rig, symmetric_pairs
-from talkface.rig.qp import Problem, SolveOptions, prepare
-from talkface.rig.solve import LiveSolver, solve_weights
+from talkface.rig.qp import Problem, SolveOptions, prepare, project
+from talkface.rig.solve import LiveSolver, solve_products
 from talkface.synthetic.arkit import RIG_NAME, build_arkit_rig
 
 BUILTIN_RIGS = {RIG_NAME: build_arkit_rig}
@@ -37,6 +37,7 @@ SUPPORT_RTOL = 0.1  # a target that moves the fit region by less than this × it
 WEIGHT_FORMATS = {"csv": ".csv", "livelink": ".csv", "json": ".json", "a2f": ".json", "glb": ".glb", "gltf": ".gltf",
                   "npz": ".npz"}
 WEIGHTS_FORMAT_VERSION = 1
+REPORT_BLOCK = 128  # frames per block when forming G and the residuals
 
 
 @dataclass(frozen=True)
@@ -179,19 +180,29 @@ def retarget(vertices: np.ndarray, neutral: np.ndarray, prepared: Setup, *, fps:
     vertices = np.asarray(vertices)
     neutral = np.asarray(neutral, dtype=np.float32)
     _check_motion(vertices, neutral, rig, source)
-    disp = (vertices - neutral[None]).astype(np.float32)
-    d_fit = disp[:, prepared.indices].reshape(disp.shape[0], -1)
-    solved = solve_weights(prepared.problem, d_fit)
-    weights = np.zeros((disp.shape[0], rig.num_targets), dtype=np.float64)
-    weights[:, prepared.supported] = solved
-    recon = (weights @ rig.deltas.reshape(rig.num_targets, -1).astype(np.float64)).reshape(disp.shape)
-    resid = np.linalg.norm(recon - disp, axis=2)  # (T, V) metres
-    fit_resid = resid[:, prepared.indices]
-    energy = float((d_fit.astype(np.float64) ** 2).sum())
-    explained = 1.0 - float((fit_resid**2).sum()) / energy if energy > 0 else 1.0
+    num, k = vertices.shape[0], rig.num_targets
+    # Pass 1, in blocks of frames (memory stays at a block): the products G = D·A over the fit region.
+    sub_neutral = neutral[prepared.indices]
+    g = np.empty((num, prepared.problem.num_targets))
+    energy = 0.0
+    for s in range(0, num, REPORT_BLOCK):
+        d = (vertices[s:s + REPORT_BLOCK, prepared.indices] - sub_neutral).reshape(-1, sub_neutral.size)
+        g[s:s + REPORT_BLOCK] = project(d, prepared.problem)
+        energy += float(np.einsum("ij,ij->", d, d, dtype=np.float64))
+    weights = np.zeros((num, k), dtype=np.float64)
+    weights[:, prepared.supported] = solve_products(prepared.problem, g)
+    # Pass 2: the report (float32 reconstruction; mm-level figures), whole mesh for the per-region residuals.
+    flat = rig.deltas.reshape(k, -1)
+    sq = np.empty((num, rig.num_vertices))  # squared per-vertex residual, m²
+    for s in range(0, num, REPORT_BLOCK):
+        recon = (weights[s:s + REPORT_BLOCK].astype(np.float32) @ flat).reshape(-1, rig.num_vertices, 3)
+        recon -= vertices[s:s + REPORT_BLOCK]
+        recon += neutral
+        sq[s:s + REPORT_BLOCK] = np.einsum("tvc,tvc->tv", recon, recon, dtype=np.float64)
+    fit_sq = sq[:, prepared.indices]
+    explained = 1.0 - float(fit_sq.sum()) / energy if energy > 0 else 1.0
     regions = {**(extra_regions or {}), **rig.regions}
-    per_region = {name: float(np.sqrt((resid[:, idx] ** 2).mean()) * 1000)
-                  for name, idx in regions.items() if len(idx)}
+    per_region = {name: float(np.sqrt(sq[:, idx].mean()) * 1000) for name, idx in regions.items() if len(idx)}
     warnings = list(prepared.warnings)
     if energy == 0:
         warnings.append(f"{source} does not move on the fit region ({prepared.region}): every weight is 0")
@@ -210,8 +221,8 @@ def retarget(vertices: np.ndarray, neutral: np.ndarray, prepared: Setup, *, fps:
                         "further than these targets — widen --bounds or scale the targets")
     del lo
     return Fit(names=rig.names, weights=weights.astype(np.float32), fps=float(fps), region=prepared.region,
-               explained=explained, residual_mm=float(np.sqrt((fit_resid**2).mean()) * 1000),
-               max_residual_mm=float(fit_resid.max() * 1000), region_residual_mm=per_region,
+               explained=explained, residual_mm=float(np.sqrt(fit_sq.mean()) * 1000),
+               max_residual_mm=float(np.sqrt(fit_sq.max()) * 1000), region_residual_mm=per_region,
                warnings=tuple(warnings))
 
 

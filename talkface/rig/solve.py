@@ -36,7 +36,11 @@ def solve_weights(problem: Problem, displacements: np.ndarray) -> np.ndarray:
     Returns:
         (T, K) float64 weights within the bounds.
     """
-    g = project(displacements, problem)
+    return solve_products(problem, project(displacements, problem))
+
+
+def solve_products(problem: Problem, g: np.ndarray) -> np.ndarray:
+    """Weights from ``G = D·A`` (T, K): per frame, or all frames together when ``smooth`` > 0."""
     if problem.options.smooth > 0 and g.shape[0] > 1:
         return solve_smooth(problem, g)
     return solve_frames(problem, g)
