@@ -336,7 +336,10 @@ def check_stream_outputs(out: Path | None, frames: Path | None, *, overwrite: bo
     for flag, path in (("--out", out), ("--frames", frames)):
         if path is None:
             continue
-        check_output_path(path, overwrite=overwrite)
+        try:
+            check_output_path(path, overwrite=overwrite)
+        except OutputError as e:
+            raise OutputError(f"{flag} {e}") from e  # name the flag: both outputs may sit in one folder
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent

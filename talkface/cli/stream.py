@@ -54,7 +54,7 @@ def _hop_flag(value: str) -> str:
     try:
         check_number(float(value), "--hop-ms", low=0, low_open=True, high=HOP_MAX_MS)
     except (ValueError, ConfigError):
-        raise typer.BadParameter(f"--hop-ms must be a number of ms in (0, {HOP_MAX_MS:g}] or 'auto', got {value!r}",
+        raise typer.BadParameter(f"--hop-ms must be a number of ms or 'auto' (ms in (0, {HOP_MAX_MS:g}]), got {value!r}",
                                  param_hint="--hop-ms") from None
     return value
 
