@@ -8,11 +8,7 @@ chain is short, and splitting them apart would scatter the shared path checks.
 
 from __future__ import annotations
 
-import os
-import queue
-import threading
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +17,8 @@ import numpy as np
 from talkface.errors import ConfigError, TalkfaceError, TemplateError
 from talkface.evaluate.evaluation import evaluate
 from talkface.inference.generate import animate, check_finite_output, choose_template, make_animation, parse_style
-from talkface.inference.stream import StreamConfig, Streamer, auto_hop_ms, measure_pass_seconds
 from talkface.io.animation import load_animation, save_animation
-from talkface.io.audio import MIN_SAMPLES, SAMPLE_RATE, check_not_silent, check_waveform, load_audio
+from talkface.io.audio import load_audio
 from talkface.io.fileio import atomic_folder, atomic_path, check_output_path, check_paths, read_npy
 from talkface.io.gltf import write_gltf
 from talkface.io.mesh import load_mesh, save_obj_sequence
@@ -254,178 +249,3 @@ def load_animation_for_render(path: Path, *, template: Path | None, fps: float |
     if anim.faces is None and need_faces:
         raise TemplateError(f"{path}: no faces stored; pass --template MESH with the topology (e.g. FLAME_sample.ply)")
     return anim
-
-
-# --------------------------------------------------------------------------------------------- stream
-STREAM_SUFFIXES = (".npz", ".npy", ".glb", ".gltf")  # written atomically at the end (not an OBJ folder)
-
-
-@dataclass
-class StreamSetup:
-    """A ready ``Streamer`` and what the CLI needs to write its frames."""
-
-    streamer: Any
-    hop_ms: float
-    pass_seconds: float
-    fps: float
-    num_vertices: int
-    template: np.ndarray
-    faces: np.ndarray | None
-    style: str
-    subject: str
-
-
-def open_stream(checkpoint: Path, style: str, *, subject: str | None = None, template: Path | None = None,
-                device: str = "cpu", config: Any = None, hop_ms: float | None = None) -> StreamSetup:
-    """Load the model and pick style and template exactly as ``animate_files`` does; one style only.
-
-    ``hop_ms`` None picks the hop from a timed probe pass (``auto_hop_ms``); else it replaces
-    ``config.hop_ms``.
-
-    Raises:
-        ConfigError, CheckpointError, TemplateError: as ``animate``; also ``--style all`` (several styles).
-    """
-    device = resolve_device(device)
-    model, _ = load_checkpoint(checkpoint, device=device)
-    assets = load_run_assets(checkpoint if checkpoint.is_dir() else checkpoint.parent)
-    styles = parse_style(style, model.config.speakers)
-    if len(styles) != 1:
-        raise ConfigError(f"--style {style!r} names {len(styles)} styles; stream animates one: give one training "
-                          f"speaker or a mix A:0.7,B:0.3 ({', '.join(model.config.speakers)})")
-    name, tmpl, faces = choose_template(assets.templates, subject=subject, style=styles[0],
-                                        speakers=model.config.speakers, template_file=template,
-                                        num_vertices=model.config.num_vertices)
-    # a probe stream warms the ops up (first calls are slow) and times a pass for an automatic hop
-    config = config or StreamConfig()
-    pass_seconds = measure_pass_seconds(model, tmpl, styles[0].weights, config)
-    if hop_ms is None:
-        frame_ms = 1000.0 / (model.audio_encoder.feature_rate if model.config.audio_frames_per_motion_frame
-                             else model.config.fps)
-        hop_ms = auto_hop_ms(pass_seconds, frame_ms)
-    config = replace(config, hop_ms=hop_ms)
-    streamer = Streamer(model, tmpl, styles[0].weights, config)
-    return StreamSetup(streamer, streamer.config.hop_ms, pass_seconds, model.config.fps, model.config.num_vertices,
-                       tmpl, faces if faces is not None else assets.faces, styles[0].label, name)
-
-
-class AudioFeed:
-    """Audio pieces made by a producer thread, handed over in arrival order.
-
-    ``produce(put)`` calls ``put(samples)`` for each (S,) float32 piece and returns at the end of the
-    input; its exception is re-raised by the iteration. Each step of the iteration takes every piece
-    waiting, so a consumer that fell behind catches up in one step and knows by how much (``last_batch_s``).
-    """
-
-    def __init__(self, produce: Any) -> None:
-        self.queue: queue.Queue[np.ndarray | None] = queue.Queue()
-        self.error: BaseException | None = None
-        self.samples = 0
-        self.last_batch_s = 0.0
-        self.thread = threading.Thread(target=self._run, args=(produce,), daemon=True, name="talkface-audio-feed")
-        self.thread.start()
-
-    def _run(self, produce: Any) -> None:
-        try:
-            produce(self.queue.put)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
-            self.error = e
-        finally:
-            self.queue.put(None)
-
-    def __iter__(self) -> Any:
-        done = False
-        while not done:
-            batch = [self.queue.get()]
-            while batch[-1] is not None:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            done = batch[-1] is None
-            pieces = [b for b in batch if b is not None]
-            if pieces:
-                samples = np.concatenate(pieces)
-                self.samples += samples.size
-                self.last_batch_s = samples.size / SAMPLE_RATE
-                yield samples
-        if self.error is not None:
-            raise self.error
-
-
-def pcm_producer(fd: int, decoder: Any, read_size: int = 8192) -> Any:
-    """A producer for ``AudioFeed``: raw s16le from a file descriptor (stdin) until it closes."""
-    def produce(put: Any) -> None:
-        while True:
-            data = os.read(fd, read_size)
-            if not data:
-                return
-            samples = decoder.decode(data)
-            if samples.size:
-                put(samples)
-
-    return produce
-
-
-def file_producer(audio: np.ndarray, *, realtime: bool, piece_s: float = 0.02) -> Any:
-    """A producer for ``AudioFeed``: a loaded waveform in ``piece_s`` pieces, paced at 1x when ``realtime``."""
-    def produce(put: Any) -> None:
-        step = max(1, round(piece_s * SAMPLE_RATE))
-        start = time.perf_counter()
-        for first in range(0, audio.shape[0], step):
-            if realtime:
-                time.sleep(max(0.0, start + (first + step) / SAMPLE_RATE - time.perf_counter()))
-            put(audio[first: first + step])
-
-    return produce
-
-
-@dataclass
-class StreamReport:
-    """What a stream did: audio heard, frames made, the worst backlog."""
-
-    samples: int = 0
-    frames: int = 0
-    max_backlog_s: float = 0.0
-    behind_events: int = 0
-
-
-def run_stream(streamer: Any, feed: AudioFeed, on_frames: Any, *, source: str, behind_s: float = 0.5,
-               on_behind: Any = None, report: StreamReport | None = None, checkpoint: Any = "the checkpoint",
-               ) -> StreamReport:
-    """Push the feed's audio through ``streamer``; ``on_frames(first_index, (n, V, 3))`` as frames become final.
-
-    A step that takes more than ``behind_s`` of waiting audio means the machine fell behind:
-    ``on_behind(seconds)`` is called, and the frames still come out in order, none dropped.
-    At the end the input is checked as ``animate`` checks a file (too short, digital silence). Frames
-    are checked as ``animate`` checks them (``check_finite_output``) before ``on_frames`` sees them.
-
-    Raises:
-        AudioError: too short or silent input (after the frames already streamed).
-        CheckpointError: NaN/inf frames (``checkpoint`` is named in the message).
-    """
-    report = report or StreamReport()
-    head = np.zeros(0, np.float32)
-    heard = False
-    for samples in feed:
-        if head.size < MIN_SAMPLES:
-            head = np.concatenate([head, samples[: MIN_SAMPLES - head.size]])
-        heard = heard or bool(np.any(samples))
-        backlog = feed.last_batch_s if report.samples else 0.0  # the first batch waited for the model to load
-        report.max_backlog_s = max(report.max_backlog_s, backlog)
-        if backlog > behind_s:
-            report.behind_events += 1
-            if on_behind is not None:
-                on_behind(backlog)
-        report.samples = feed.samples
-        frames = check_finite_output(streamer.push(samples), streamer.model, checkpoint=checkpoint, audio=source)
-        if frames.shape[0]:
-            on_frames(streamer.emitted - frames.shape[0], frames)
-            report.frames = streamer.emitted
-    check_waveform(head, source)
-    if not heard:
-        check_not_silent(head, source)
-    frames = check_finite_output(streamer.finish(), streamer.model, checkpoint=checkpoint, audio=source)
-    if frames.shape[0]:
-        on_frames(streamer.emitted - frames.shape[0], frames)
-    report.frames = streamer.emitted
-    return report

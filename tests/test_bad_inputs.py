@@ -1325,6 +1325,88 @@ def stream_existing_frames_file(env: Env, d: Path) -> list[str]:
             str(d / "frames.bin")]
 
 
+# ---- stream, issue 29 class 4 (helper "live"): every numeric flag in range, every output's folder checked
+# before any audio is read; the subprocess tests with stdin left open are in "stream, real processes" below
+
+
+def stream_args(env: Env, d: Path, *extra: str) -> list[str]:
+    return ["stream", str(env.wav), "--checkpoint", str(env.run), "--style", env.speaker, *extra]
+
+
+@case("stream", 2, "--memory-s", ">= 0", "0 means unbounded")
+def stream_memory_below_zero(env: Env, d: Path) -> list[str]:
+    return stream_args(env, d, "--out", str(d / "o.npz"), "--memory-s", "-1")
+
+
+@case("stream", 2, "--memory-s", "<= 3600")
+def stream_memory_beyond_an_hour(env: Env, d: Path) -> list[str]:
+    return stream_args(env, d, "--out", str(d / "o.npz"), "--memory-s", "1e6")
+
+
+@case("stream", 2, "--lookahead-ms", ">= 0")
+def stream_lookahead_below_zero(env: Env, d: Path) -> list[str]:
+    return stream_args(env, d, "--out", str(d / "o.npz"), "--lookahead-ms", "-5")
+
+
+@case("stream", 2, "--lookahead-ms", "<= 600000")
+def stream_lookahead_beyond_ten_minutes(env: Env, d: Path) -> list[str]:
+    return stream_args(env, d, "--out", str(d / "o.npz"), "--lookahead-ms", "1e9")
+
+
+@case("stream", 2, "--context-ms", ">= 0")
+def stream_context_below_zero(env: Env, d: Path) -> list[str]:
+    return stream_args(env, d, "--out", str(d / "o.npz"), "--context-ms", "-1")
+
+
+@case("stream", 2, "--context-ms", "finite")
+def stream_context_infinite(env: Env, d: Path) -> list[str]:
+    return stream_args(env, d, "--out", str(d / "o.npz"), "--context-ms", "inf")
+
+
+@case("stream", 2, "--hop-ms", "(0, 10000]", "auto")
+def stream_hop_zero(env: Env, d: Path) -> list[str]:
+    return stream_args(env, d, "--out", str(d / "o.npz"), "--hop-ms", "0")
+
+
+@case("stream", 2, "--hop-ms", "(0, 10000]")
+def stream_hop_beyond_ten_seconds(env: Env, d: Path) -> list[str]:
+    return stream_args(env, d, "--out", str(d / "o.npz"), "--hop-ms", "60000")
+
+
+@case("stream", 2, "--realtime", "stdin")
+def stream_realtime_on_stdin(env: Env, d: Path) -> list[str]:
+    return ["stream", "-", "--checkpoint", str(env.run), "--style", env.speaker, "--out", str(d / "o.npz"),
+            "--realtime"]
+
+
+@case("stream", 1, "--frames", "notes.txt", "is a file, not a folder")
+def stream_frames_under_a_file(env: Env, d: Path) -> list[str]:
+    (d / "notes.txt").write_text("x")
+    return stream_args(env, d, "--frames", str(d / "notes.txt" / "sub" / "frames.bin"))
+
+
+@case("stream", 1, "--out", "notes.txt", "is a file, not a folder")
+def stream_out_under_a_file(env: Env, d: Path) -> list[str]:
+    (d / "notes.txt").write_text("x")
+    return stream_args(env, d, "--out", str(d / "notes.txt" / "o.npz"))
+
+
+@case("stream", 1, "--frames", "not writable", "another output folder")
+def stream_frames_in_a_read_only_folder(env: Env, d: Path) -> list[str]:
+    return stream_args(env, d, "--frames", str(readonly_folder(d) / "frames.bin"))
+
+
+@case("stream", 1, "frames", "is a folder")
+def stream_frames_is_a_folder(env: Env, d: Path) -> list[str]:
+    (d / "frames").mkdir()
+    return stream_args(env, d, "--frames", str(d / "frames"))
+
+
+@case("stream", 1, "--out", "--frames")
+def stream_out_and_frames_are_one_file(env: Env, d: Path) -> list[str]:
+    return stream_args(env, d, "--frames", str(d / "o.npz"), "--out", str(d / "o.npz"))
+
+
 # --------------------------------------------------------------------------------------------- running a row
 
 
@@ -1559,3 +1641,111 @@ def test_a_prepared_clip_as_ground_truth_borrows_faces(env: Env, tmp_path: Path)
     bare = load_animation_for_render(tmp_path / "pred.npy", template=None, fps=dataset.fps, need_faces=False)
     assert bare.faces is None
     np.testing.assert_array_equal(load_ground_truth(info.path, bare, template=None).faces, dataset.faces)
+
+
+# --------------------------------------------------------------------------------------------- stream, real processes
+# (helper "live", issue 29 class 4): refusals while stdin is still open, signals and a reader that leaves
+
+
+def _stream_proc(env: Env, *args: str, stdout: Any = subprocess.PIPE) -> subprocess.Popen:
+    environment = {k: v for k, v in os.environ.items() if k != "TALKFACE_DEBUG"} | {"OMP_NUM_THREADS": "1",
+                                                                                   "COLUMNS": "200"}
+    return subprocess.Popen([sys.executable, "-m", "talkface", "stream", "-", "--checkpoint", str(env.run), *args],
+                            stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE, env=environment)
+
+
+def _pcm(seconds: float) -> bytes:
+    return (speech(seconds) * 32767).astype("<i2").tobytes()
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--style", "nobody", "--frames", "-"], ["unknown style 'nobody'"]),
+    (["--frames", "{d}/notes.txt/frames.bin"], ["--frames", "is a file, not a folder"]),
+    (["--out", "{d}/o.npz", "--subject", "nobody"], ["no template for subject 'nobody'"]),
+])
+def test_stream_refuses_while_stdin_is_still_open(env: Env, tmp_path: Path, extra: list[str],
+                                                  words: list[str]) -> None:
+    """A microphone never closes stdin: a refusal that does not depend on the audio must come without it."""
+    (tmp_path / "notes.txt").write_text("x")
+    extra = [a.replace("{d}", str(tmp_path)) for a in extra]
+    if "--style" not in extra:
+        extra = ["--style", env.speaker, *extra]
+    proc = _stream_proc(env, *extra)
+    try:
+        proc.stdin.write(_pcm(0.2))  # some audio, and the pipe stays open
+        proc.stdin.flush()
+        proc.wait(timeout=60)  # exits although stdin never closes
+        stderr = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    for word in words:
+        assert word in error_line(stderr), stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def _stream_until_frames(env: Env, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, list]:
+    import threading
+    import time
+
+    from talkface.io.frames import read_frames
+
+    proc = _stream_proc(env, "--style", env.speaker, "--frames", "-", "--out", str(tmp_path / "o.npy"),
+                        "--lookahead-ms", "100", "--hop-ms", "50", *extra)
+    reader: list = []
+    thread = threading.Thread(target=lambda: reader.extend(read_frames(proc.stdout, env.num_vertices)), daemon=True)
+    thread.start()
+    proc.stdin.write(_pcm(3.0))
+    proc.stdin.flush()  # and stdin stays open: a live source
+    deadline = time.monotonic() + 240
+    while len(reader) < 10 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert len(reader) >= 10, proc.stderr.read().decode() if proc.poll() is not None else "no frames"
+    return proc, reader
+
+
+@pytest.mark.parametrize("signum, code", [(15, 143), (2, 130)])
+def test_stream_signal_mid_stream_saves_the_frames_so_far(env: Env, tmp_path: Path, signum: int,
+                                                          code: int) -> None:
+    import time
+
+    proc, reader = _stream_until_frames(env, tmp_path)
+    try:
+        proc.send_signal(signum)
+        proc.wait(timeout=120)
+        stderr = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+    time.sleep(0.5)  # the reader thread drains the last records
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr and "o.npy" in stderr
+    saved = np.load(tmp_path / "o.npy")
+    assert saved.shape[0] == len(reader) >= 10  # every frame streamed, nothing more
+    np.testing.assert_array_equal(saved.reshape(len(reader), -1, 3), np.stack([v for _, v in reader]))
+    assert not temp_leftovers(tmp_path)
+
+
+def test_stream_reader_closing_its_pipe(env: Env, tmp_path: Path) -> None:
+    """`talkface stream - --frames - | head -c N`: a clear line, no traceback, --out keeps what was made."""
+    from talkface.io.frames import record_size
+
+    proc = _stream_proc(env, "--style", env.speaker, "--frames", "-", "--out", str(tmp_path / "o.npy"),
+                        "--lookahead-ms", "100", "--hop-ms", "50")
+    try:
+        proc.stdin.write(_pcm(2.0))
+        proc.stdin.flush()
+        first = proc.stdout.read(3 * record_size(env.num_vertices))  # three frames, then the reader leaves
+        proc.stdout.close()
+        proc.stdin.write(_pcm(2.0))
+        proc.stdin.flush()
+        proc.wait(timeout=120)
+        stderr = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+    assert len(first) == 3 * record_size(env.num_vertices)
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    assert "closed the pipe" in error_line(stderr)
+    assert np.load(tmp_path / "o.npy").shape[0] >= 3

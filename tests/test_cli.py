@@ -2,7 +2,11 @@
 to exit codes: TalkfaceError → 1 with a one-line message, usage errors → 2; every error names the flag or
 file at fault."""
 
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -161,17 +165,59 @@ def test_evaluate_needs_exactly_one_source(tmp_path):
 
 
 def test_info_and_demo_delegate(tmp_path, monkeypatch):
-    monkeypatch.setattr("talkface.model.checkpoint.read_checkpoint_meta", lambda p: {"format": "talkface", "fps": 30})
+    monkeypatch.setattr("talkface.io.checkpoint_meta.read_checkpoint_meta", lambda p: {"format": "talkface", "fps": 30})
     assert "talkface" in _ok(runner.invoke(app, ["info", str(tmp_path)])).output
 
     def broken(p):
         raise CheckpointError(f"{p}: not a talkface checkpoint")
 
-    monkeypatch.setattr("talkface.model.checkpoint.read_checkpoint_meta", broken)
+    monkeypatch.setattr("talkface.io.checkpoint_meta.read_checkpoint_meta", broken)
     assert "not a talkface checkpoint" in _ok(runner.invoke(app, ["info", str(tmp_path)]), 1).output
     result_obj = SimpleNamespace(summary=lambda: {"clips": "3/1/1"}, video=tmp_path / "demo.mp4")
     monkeypatch.setattr("talkface.demo.run_demo", lambda out, **kw: result_obj)
     assert "demo.mp4" in _ok(runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])).output
+
+
+def _tiny_run(folder, extra=None):
+    import torch
+
+    from talkface.config import ModelConfig
+    from talkface.model import TalkFaceModel, tiny_encoder_config
+    from talkface.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    config = ModelConfig(num_vertices=10, feature_dim=16, period=3, num_heads=4, num_layers=1, speakers=("a", "b"))
+    folder.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(folder / "best.safetensors", TalkFaceModel(config, tiny_encoder_config()), extra=extra)
+    return folder
+
+
+def test_info_shows_the_best_epochs_metrics(tmp_path):
+    """Every number of the record of the epoch best.safetensors was saved at, whatever its keys."""
+    run = _tiny_run(tmp_path / "run", extra={"epoch": 2})
+    records = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_lve": 0.01 * (e + 1), "lip_corr": 0.5 + e / 10,
+                "opening_range": 0.003 * e, "note": "text", "seconds": 4} for e in range(4)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"epoch": 4, "tra')
+    output = " ".join(_ok(runner.invoke(app, ["info", str(run)])).output.replace("│", " ").split())
+    for key, value in (("val_lve", "0.03"), ("lip_corr", "0.7"), ("opening_range", "0.006"), ("train_loss",
+                                                                                                "0.333333")):
+        assert f"metrics: {key} {value}" in output, output
+    assert "metrics: note" not in output and "0.04" not in output  # text, and another epoch's numbers
+    (run / "metrics.jsonl").unlink()  # a checkpoint copied out of its run: no metrics, no error
+    assert "metrics:" not in _ok(runner.invoke(app, ["info", str(run / "best.safetensors")])).output
+
+
+def test_info_imports_no_torch(tmp_path):
+    """`talkface info` reads JSON; importing torch would cost seconds (issue 28)."""
+    run = _tiny_run(tmp_path / "run", extra={"epoch": 0})
+    code = ("import sys\nfrom talkface.cli import main\nsys.argv = ['talkface', 'info', sys.argv[1]]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "heavy = [m for m in ('torch', 'transformers', 'safetensors.torch') if m in sys.modules]\n"
+            "assert not heavy, heavy\nprint('light')")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and "light" in proc.stdout, proc.stdout + proc.stderr
+    assert "num_parameters" in proc.stdout
 
 
 def test_demo_progress_times_each_stage_on_its_own(tmp_path, monkeypatch):

@@ -104,6 +104,45 @@ def test_full_context_other_encoder_variants(overrides):
     assert np.abs(streamed - offline).max() < 1e-5
 
 
+def test_a_backlog_is_encoded_in_one_pass(tiny_encoder_config):
+    """Audio that piled up is one pass: pushed at once with a 200 ms look-ahead but a context covering
+    it, the frames are generate's (each saw all the audio waiting, as offline does), to 1e-5 m; caught
+    up one second per pass (the old way) they are not."""
+    model = _model(tiny_encoder_config, 2, 25.0)
+    audio = _speech(2.3, seed=2)
+    template = np.random.default_rng(3).normal(scale=0.1, size=(10, 3)).astype(np.float32)
+    offline = model.generate(torch.from_numpy(audio), torch.from_numpy(template), torch.tensor([1.0, 0.0])).numpy()
+    config = StreamConfig(lookahead_ms=200, context_ms=5000, memory_s=None)
+    streamer = Streamer(model, template, np.array([1.0, 0.0], np.float32), config)
+    first = streamer.push(audio)
+    assert len(streamer.boundaries) == 1 and 0 < first.shape[0] < offline.shape[0]  # one pass; the last 200 ms wait
+    streamed = np.concatenate([first, streamer.finish()])
+    assert streamed.shape == offline.shape
+    assert np.abs(streamed - offline).max() < 1e-5
+    per_second, _ = _stream(model, audio, config, [16000, 16000], template)
+    assert np.abs(per_second - offline).max() > 1e-4
+
+
+@pytest.mark.parametrize("k,fps", [(0, 30.0), (2, 25.0)])
+def test_catching_up_after_a_stall_keeps_every_frame_in_order(tiny_encoder_config, k, fps):
+    """Paced pieces, a 1.5 s stall caught up in one pass, paced again: animate's frame count, in order."""
+    model = _model(tiny_encoder_config, k, fps)
+    audio = _speech(4.0, seed=5)
+    template = np.zeros((10, 3), np.float32)
+    streamer = Streamer(model, template, np.array([0.0, 1.0], np.float32), StreamConfig(hop_ms=80))
+    out, start = [], 0
+    for size in [1600] * 10 + [24000] + [1600] * 10:
+        passes = len(streamer.boundaries)
+        out.append(streamer.push(audio[start: start + size]))
+        if size == 24000:
+            assert len(streamer.boundaries) == passes + 1  # the whole backlog in one pass
+        start += size
+    out += [streamer.push(audio[start:]), streamer.finish()]
+    frames = np.concatenate(out)
+    assert frames.shape[0] == model.num_frames_for(audio.size) == streamer.emitted
+    assert np.isfinite(frames).all()
+
+
 @pytest.mark.parametrize("k,fps", [(0, 30.0), (2, 25.0)])
 def test_frame_count_is_animates_for_any_length_and_pieces(tiny_encoder_config, k, fps):
     model = _model(tiny_encoder_config, k, fps)

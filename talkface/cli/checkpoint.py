@@ -14,8 +14,8 @@ from talkface.io.fileio import check_paths
 
 @handle_errors
 def info(checkpoint: Annotated[Path, typer.Argument(exists=True, resolve_path=True, help="Run folder or .safetensors.")]) -> None:
-    """Show a checkpoint's config, speakers, fps and size."""
-    from talkface.model.checkpoint import read_checkpoint_meta
+    """Show a checkpoint's config, speakers, fps and size, and its epoch's validation metrics."""
+    from talkface.io.checkpoint_meta import read_best_metrics, read_checkpoint_meta  # no torch: info is instant
 
     meta = read_checkpoint_meta(checkpoint)
     table = Table(title=str(checkpoint), show_header=False)
@@ -23,6 +23,12 @@ def info(checkpoint: Annotated[Path, typer.Argument(exists=True, resolve_path=Tr
         if key == "encoder_config" and isinstance(value, dict):
             value = ", ".join(f"{k}={value.get(k)}" for k in ("hidden_size", "num_hidden_layers", "conv_dim"))
         table.add_row(key, str(value))
+    record = read_best_metrics(meta)
+    if record is not None:
+        table.add_section()
+        numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for key, value in numbers.items():
+            table.add_row(f"metrics: {key}", f"{value:.6g}" if isinstance(value, float) else str(value))
     console.print(table)
 
 

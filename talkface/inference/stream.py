@@ -284,11 +284,17 @@ class Streamer:
     # -- public -----------------------------------------------------------------------------------
     @torch.no_grad()
     def push(self, samples: np.ndarray) -> np.ndarray:
-        """Add (S,) float32 samples in [-1, 1]; return the frames that became final (n, V, 3)."""
+        """Add (S,) float32 samples in [-1, 1]; return the frames that became final (n, V, 3).
+
+        Audio that piled up (at start, after a stall) is encoded in one pass, up to the encoder's
+        ``cnn_chunk_seconds`` (10 s) per pass: a pass costs about its audio times offline's real-time
+        factor plus a fixed overhead, so one long pass catches up faster than many short ones, and its
+        frames see more of the future than the look-ahead promises (never less).
+        """
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        if samples.size > SAMPLE_RATE:  # a backlog: catch up one second per pass, so passes stay small
-            return np.concatenate([self.push(samples[i: i + SAMPLE_RATE])
-                                   for i in range(0, samples.size, SAMPLE_RATE)])
+        most = round(min(self.enc.window_seconds, self.enc.cnn_chunk_seconds) * SAMPLE_RATE)
+        if samples.size > most:  # a long backlog: passes as long as offline's CNN chunks (memory stays flat)
+            return np.concatenate([self.push(samples[i: i + most]) for i in range(0, samples.size, most)])
         if samples.size:
             self.samples = np.concatenate([self.samples, samples])
             self.total += samples.size

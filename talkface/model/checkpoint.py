@@ -4,7 +4,8 @@ Layout: the model's ``state_dict`` tensors (float32, no shared storage) plus hea
 ``{"format": "talkface", "format_version": "1", "talkface": "<JSON>"}`` where the JSON holds
 ``format``, ``format_version``, ``talkface_version``, ``model_config``, ``encoder_config``
 (``Wav2Vec2Config.to_dict()``), ``speakers`` (one-hot order), ``fps`` and ``extra`` (training
-details). Loading needs no hub and no pickle.
+details). Loading needs no hub and no pickle. Reading the header alone (``read_checkpoint_meta``) lives in
+``talkface.io.checkpoint_meta`` and needs no torch.
 """
 
 from __future__ import annotations
@@ -18,31 +19,19 @@ from typing import Any
 from talkface._version import __version__
 from talkface.config import ModelConfig, from_dict, to_dict
 from talkface.errors import CheckpointError, ConfigError
-from talkface.io.fileio import atomic_path, read_json_object, reading
+from talkface.io.checkpoint_meta import (  # re-exported: reading a header needs no torch (``talkface info``)
+    FORMAT,
+    FORMAT_VERSION,
+    RUN_FILES,
+    read_checkpoint_meta,
+    resolve_checkpoint,
+    sniff_format,
+)
+from talkface.io.fileio import atomic_path, reading
 from talkface.model.talkface import TalkFaceModel
 
-FORMAT = "talkface"
-FORMAT_VERSION = 1
-RUN_FILES = ("best.safetensors", "last.safetensors")  # looked up in this order inside a run folder
-_MAX_HEADER = 100 * 2**20  # bytes; safetensors' own limit
-
-
-def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """The checkpoint file for ``path``: the file itself, or a run folder's best/last checkpoint.
-
-    Raises:
-        CheckpointError: missing path, or a folder without ``best.safetensors``/``last.safetensors``.
-    """
-    p = Path(path)
-    if p.is_dir():
-        for name in RUN_FILES:
-            if (p / name).is_file():
-                return p / name
-        raise CheckpointError(f"{p}: folder holds neither {' nor '.join(RUN_FILES)}; pass a run folder written "
-                              "by `talkface train` or a .safetensors checkpoint")
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint file or run folder")
-    return p
+__all__ = ["FORMAT", "FORMAT_VERSION", "RUN_FILES", "load_checkpoint", "read_checkpoint_meta", "resolve_checkpoint",
+           "save_checkpoint", "sniff_format"]
 
 
 def _json_default(value: Any) -> Any:
@@ -79,130 +68,6 @@ def save_checkpoint(path: str | os.PathLike[str], model: TalkFaceModel, *, extra
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
-
-
-def sniff_format(head: bytes, size: int) -> str:
-    """What a file is, judged by its first bytes: ``"safetensors"``, ``"zip"``, ``"pickle"`` or ``"unknown"``.
-
-    A safetensors file starts with a little-endian uint64 header length followed by a JSON object, so it
-    is recognised by a plausible length *and* a ``{`` at byte 8; only then are the other magics tried.
-    (Its first byte alone says nothing: a header length of 128 mod 256 starts with 0x80, the pickle
-    protocol opcode.) A pickle starts with the PROTO opcode 0x80 and a protocol version 2-5; a zip
-    (PyTorch's default format) with the local-file-header magic ``PK\\x03\\x04``.
-
-    Args:
-        head: the file's first 9 bytes or more (fewer for short files).
-        size: the file's size in bytes.
-    """
-    if len(head) >= 9:
-        length = int.from_bytes(head[:8], "little")
-        if 2 <= length <= _MAX_HEADER and 8 + length <= size and head[8:9] == b"{":
-            return "safetensors"
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "zip"
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pickle"
-    return "unknown"
-
-
-def _read_header(path: Path) -> dict[str, Any]:
-    """Parse and validate a safetensors header without reading the tensors.
-
-    Raises:
-        CheckpointError: foreign, truncated or damaged file.
-    """
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(9)
-            kind = sniff_format(head, size)
-            if kind in ("zip", "pickle"):
-                raise CheckpointError(
-                    f"{path}: is a PyTorch pickle/zip file ({kind} format), expected a talkface .safetensors "
-                    "checkpoint; convert FaceFormer checkpoints with `talkface import-faceformer`"
-                )
-            if len(head) < 8:
-                raise CheckpointError(f"{path}: {size} bytes is too short for a safetensors checkpoint (truncated?)")
-            length = int.from_bytes(head[:8], "little")
-            if length > _MAX_HEADER:
-                raise CheckpointError(f"{path}: not a safetensors file (header length {length} bytes); expected "
-                                      "a talkface .safetensors checkpoint")
-            if 8 + length > size:
-                raise CheckpointError(f"{path}: truncated: the header needs {8 + length} bytes, the file has "
-                                      f"{size}; copy the checkpoint again")
-            f.seek(8)
-            raw = f.read(length)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from e
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not a safetensors file (unreadable header: {e}); expected a "
-                              "talkface .safetensors checkpoint") from e
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: not a safetensors file (header is not a JSON object)")
-    ends = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
-                or offsets[0] > offsets[1]):
-            raise CheckpointError(f"{path}: damaged header: tensor {name!r} has no valid data_offsets "
-                                  f"(found {offsets!r}); copy the checkpoint again")
-        ends.append(offsets[1])
-    expected = 8 + length + max(ends, default=0)
-    if size < expected:
-        raise CheckpointError(f"{path}: truncated: expected {expected} bytes, found {size}; copy the checkpoint again")
-    if size > expected:
-        raise CheckpointError(f"{path}: corrupt: expected {expected} bytes, found {size} (trailing data)")
-    return header
-
-
-def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint's JSON metadata (reads only the header).
-
-    Args:
-        path: a ``.safetensors`` checkpoint or a run folder.
-
-    Returns:
-        ``format``, ``format_version``, ``talkface_version``, ``model_config``, ``encoder_config``,
-        ``speakers``, ``fps``, ``created``, ``extra``, plus ``path``, ``num_parameters``, ``file_bytes``.
-
-    Raises:
-        CheckpointError: missing, truncated, foreign or newer-format file.
-    """
-    file = resolve_checkpoint(path)
-    header = _read_header(file)
-    metadata = header.get("__metadata__") or {}
-    found = metadata.get("format")
-    if found != FORMAT:
-        what = f"format {found!r}" if found else "no talkface metadata"
-        raise CheckpointError(f"{file}: expected a talkface checkpoint (metadata format {FORMAT!r}), found {what}; "
-                              "is this a checkpoint of another program?")
-    hint = "expected format_version and a JSON 'talkface' entry; copy the checkpoint again"
-    with reading(file, "the checkpoint's talkface metadata", CheckpointError, hint):
-        version = int(metadata.get("format_version", ""))
-        meta = read_json_object(metadata["talkface"], f"{file} (talkface metadata)", CheckpointError, hint)
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{file}: checkpoint format version {version} (written by talkface {meta.get('talkface_version', '?')}); "
-            f"this talkface {__version__} reads format version {FORMAT_VERSION}; upgrade talkface"
-        )
-    if version < 1:
-        raise CheckpointError(f"{file}: checkpoint format version {version} is not supported; "
-                              f"expected {FORMAT_VERSION}")
-    tensors = [v for k, v in header.items() if k != "__metadata__"]
-    count = sum(_numel(v.get("shape", [])) for v in tensors)
-    return {**meta, "path": str(file), "num_parameters": count, "file_bytes": file.stat().st_size}
-
-
-def _numel(shape: list[int]) -> int:
-    out = 1
-    for n in shape:
-        out *= int(n)
-    return out
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: Any = "cpu") -> tuple[TalkFaceModel, dict[str, Any]]:
