@@ -182,7 +182,8 @@ class AnimationSink:
     def close(self) -> None:
         if not self.count:
             return
-        anim = make_animation(np.concatenate(self.kept), self.setup.fps, self.setup.faces, **self.meta)
+        anim = make_animation(np.concatenate(self.kept), self.setup.fps, self.setup.faces,
+                              neutral=self.setup.template, **self.meta)
         self.written = write_animation_file(self.path, anim, overwrite=self.overwrite, base=self.setup.template)
 
     def abort(self) -> None:
@@ -319,7 +320,8 @@ def _kept(sinks: Sequence[FrameSink]) -> str:
 # --------------------------------------------------------------------------------------------- checks
 
 
-def check_stream_outputs(out: Path | None, frames: Path | None, *, overwrite: bool) -> None:
+def check_stream_outputs(out: Path | None, frames: Path | None, *, overwrite: bool,
+                         weights: Path | None = None) -> None:
     """Refuse outputs that could not be written, before any audio is read (a microphone never ends).
 
     ``--out`` is written at the end and ``--frames FILE`` opened once the model is loaded; both create
@@ -333,7 +335,7 @@ def check_stream_outputs(out: Path | None, frames: Path | None, *, overwrite: bo
     if out is not None and out.suffix.lower() not in STREAM_SUFFIXES:
         raise ConfigError(f"--out {out}: unknown output format {out.suffix!r} for stream; use "
                           f"{', '.join(STREAM_SUFFIXES)}")
-    for flag, path in (("--out", out), ("--frames", frames)):
+    for flag, path in (("--out", out), ("--frames", frames), ("--weights", weights)):
         if path is None:
             continue
         try:

@@ -23,6 +23,11 @@ runner = CliRunner()
 V = 40
 
 
+def flat(text: str) -> str:
+    """CLI output without Rich's box borders and line wrapping, for phrase matching."""
+    return " ".join(text.replace("│", " ").split())
+
+
 def small_rig(rng: np.random.Generator, k: int = 5, names: list[str] | None = None) -> tuple[list[str], np.ndarray,
                                                                                           np.ndarray]:
     """(names, neutral (V, 3), deltas (K, V, 3)): random local targets, well conditioned."""
@@ -298,7 +303,7 @@ def test_retarget_bad_flags_write_nothing(tmp_path, arkit, args, pattern):
     anim = _anim_file(tmp_path, arkit)
     out = tmp_path / "w.csv"
     result = runner.invoke(app, ["retarget", str(anim), "--rig", "synthetic-arkit", "--out", str(out), *args])
-    assert result.exit_code in (1, 2) and pattern in " ".join(result.output.split()), result.output
+    assert result.exit_code in (1, 2) and pattern in flat(result.output), result.output
     assert not out.exists() and "Traceback" not in result.output
 
 
@@ -311,7 +316,7 @@ def test_retarget_refuses_nan_animation_and_foreign_topology(tmp_path, arkit):
     assert result.exit_code == 1 and "NaN" in result.output
     small = save_animation(tmp_path / "small.npz", Animation(np.zeros((3, V, 3), np.float32), 30.0))
     result = runner.invoke(app, ["retarget", str(small), "--rig", "synthetic-arkit", "--out", str(tmp_path / "b.csv")])
-    assert result.exit_code == 1 and "topology" in " ".join(result.output.split())
+    assert result.exit_code == 1 and "topology" in flat(result.output)
     assert not list(tmp_path.glob("*.csv"))
 
 
@@ -321,7 +326,7 @@ def test_livelink_csv_needs_arkit_names(tmp_path):
     np.savez(rig_path, names=np.array(names), neutral=neutral, deltas=deltas)
     anim = save_animation(tmp_path / "a.npz", Animation(neutral[None] + deltas[:1], 30.0, neutral=neutral))
     result = runner.invoke(app, ["retarget", str(anim), "--rig", str(rig_path), "--out", str(tmp_path / "w.csv")])
-    assert result.exit_code == 1 and "not ARKit names" in " ".join(result.output.split())
+    assert result.exit_code == 1 and "not ARKit names" in flat(result.output)
     result = runner.invoke(app, ["retarget", str(anim), "--rig", str(rig_path), "--out", str(tmp_path / "w.json")])
     assert result.exit_code == 0, result.output
     track = read_a2f_json(tmp_path / "w.json")
@@ -399,3 +404,133 @@ def test_glb_header_is_valid(tmp_path, arkit):
     assert runner.invoke(app, ["retarget", str(anim), "--rig", "synthetic-arkit", "--out", str(out)]).exit_code == 0
     magic, version, total = struct.unpack("<4sII", out.read_bytes()[:12])
     assert magic == b"glTF" and version == 2 and total == out.stat().st_size
+
+
+# ------------------------------------------------------------------------------------------ stream
+
+
+LIVELINK_NAMES = ["jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthSmileLeft", "mouthSmileRight"]
+
+
+def _decode_livelink(packet: bytes) -> dict:
+    """An independent decoder of a Live Link Face packet, from the documented layout (big-endian):
+    u8 version, i32 len + id, i32 len + subject, i32 frame, f32 subframe, i32 num, i32 den, u8 count, count × f32."""
+    version = packet[0]
+    pos = 1
+    (n,) = struct.unpack_from(">i", packet, pos)
+    device = packet[pos + 4:pos + 4 + n].decode()
+    pos += 4 + n
+    (m,) = struct.unpack_from(">i", packet, pos)
+    subject = packet[pos + 4:pos + 4 + m].decode()
+    pos += 4 + m
+    frame, sub, num, den = struct.unpack_from(">ifii", packet, pos)
+    pos += 16
+    count = packet[pos]
+    values = struct.unpack_from(f">{count}f", packet, pos + 1)
+    assert pos + 1 + 4 * count == len(packet)
+    return {"version": version, "device": device, "subject": subject, "frame": frame, "sub": sub, "rate": num / den,
+            "values": np.array(values)}
+
+
+@pytest.fixture()
+def arkit_small_rig(tmp_path):
+    names, neutral, deltas = small_rig(np.random.default_rng(15), k=6, names=list(LIVELINK_NAMES))
+    path = tmp_path / "rig.npz"
+    np.savez(path, names=np.array(names), neutral=neutral, deltas=deltas)
+    return path
+
+
+def _wav(tmp_path: Path) -> Path:
+    from talkface.io.audio import write_wav
+
+    t = np.arange(24000) / 16000
+    return write_wav(tmp_path / "s.wav", (0.3 * np.sin(2 * np.pi * 150 * t) * np.sin(2 * np.pi * 3 * t)).astype(
+        np.float32))
+
+
+def test_stream_weights_records_equal_the_offline_solve(tmp_path, tiny_run, arkit_small_rig):
+    from talkface.io.frames import read_weight_records
+
+    wav = _wav(tmp_path)
+    result = runner.invoke(app, ["stream", str(wav), "--checkpoint", str(tiny_run), "--style", "alice", "--out",
+                                 str(tmp_path / "s.npz"), "--rig", str(arkit_small_rig), "--weights",
+                                 str(tmp_path / "w.bin"), "--bounds", "-2,2"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "w.bin", "rb") as f:
+        records = list(read_weight_records(f, 6))
+    anim = load_animation(tmp_path / "s.npz")
+    assert [i for i, _ in records] == list(range(anim.num_frames))
+    live = np.stack([w for _, w in records])
+    rig = load_rig(arkit_small_rig)
+    offline = retarget(anim.vertices, anim.neutral, setup(rig, SolveOptions(lower=-2, upper=2)), fps=30).weights
+    np.testing.assert_allclose(live, offline, atol=1e-5)
+    # csv lines: a header with the names, then one line per frame
+    result = runner.invoke(app, ["stream", str(wav), "--checkpoint", str(tiny_run), "--style", "alice", "--rig",
+                                 str(arkit_small_rig), "--weights", str(tmp_path / "w.csv"), "--weights-format", "csv",
+                                 "--bounds", "-2,2"])
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "w.csv").read_text().splitlines()
+    assert lines[0].split(",") == ["frame", "time_s", *LIVELINK_NAMES] and len(lines) == anim.num_frames + 1
+    np.testing.assert_allclose(np.array(lines[-1].split(",")[2:], float), live[-1], atol=1e-5)
+
+
+def test_stream_livelink_packets_decode_to_the_weights(tmp_path, tiny_run, arkit_small_rig):
+    import socket
+
+    from talkface.io.frames import read_weight_records
+
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(5)
+    port = receiver.getsockname()[1]
+    wav = _wav(tmp_path)
+    result = runner.invoke(app, ["stream", str(wav), "--checkpoint", str(tiny_run), "--style", "alice", "--rig",
+                                 str(arkit_small_rig), "--livelink", f"127.0.0.1:{port}", "--weights",
+                                 str(tmp_path / "w.bin")])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "w.bin", "rb") as f:
+        weights = np.stack([w for _, w in read_weight_records(f, 6)])
+    packets = [_decode_livelink(receiver.recv(2048)) for _ in range(len(weights))]
+    receiver.close()
+    assert all(p["version"] == 6 and p["rate"] == 30 and len(p["values"]) == 61 for p in packets)
+    assert [p["frame"] for p in packets] == list(range(len(weights)))
+    order = [ARKIT_NAMES.index(n) for n in LIVELINK_NAMES]  # packet positions of the rig's names
+    got = np.stack([p["values"][order] for p in packets])
+    np.testing.assert_allclose(got, weights, atol=1e-6)
+    others = np.delete(np.stack([p["values"] for p in packets]), order, axis=1)
+    assert not others.any()
+
+
+def test_stream_goes_on_when_the_livelink_port_is_refused(tmp_path, tiny_run, arkit_small_rig):
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nobody listens there now: the kernel answers "connection refused"
+    wav = _wav(tmp_path)
+    result = runner.invoke(app, ["stream", str(wav), "--checkpoint", str(tiny_run), "--style", "alice", "--out",
+                                 str(tmp_path / "s.npz"), "--rig", str(arkit_small_rig), "--livelink",
+                                 f"127.0.0.1:{port}"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("livelink:") == 1 and "refused" in result.output.lower()
+    anim = load_animation(tmp_path / "s.npz")
+    assert anim.num_frames == 44  # 1.5 s at 30 fps, nothing lost
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--livelink", "nohost"], "--livelink"),
+    (["--livelink", "127.0.0.1:99999"], "port"),
+    (["--weights", "-", "--frames", "-"], "both go to stdout"),
+    (["--weights-format", "xml", "--weights", "-"], "bin or csv"),
+])
+def test_stream_bad_rig_flags_are_refused_before_audio(tmp_path, tiny_run, arkit_small_rig, args, pattern):
+    result = runner.invoke(app, ["stream", "-", "--checkpoint", str(tiny_run), "--style", "alice", "--rig",
+                                 str(arkit_small_rig), *args], input=b"")
+    assert result.exit_code in (1, 2) and pattern in flat(result.output), result.output
+
+
+def test_stream_weights_need_a_rig(tmp_path, tiny_run):
+    result = runner.invoke(app, ["stream", "-", "--checkpoint", str(tiny_run), "--style", "alice", "--weights", "-"],
+                           input=b"")
+    assert result.exit_code == 2 and "--rig" in result.output

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from talkface.cli.common import OverwriteOpt, device_flag, err, handle_errors
+from talkface.cli.rig import BoundsOpt, FitRegionOpt, L2Opt, RigOpt, SmoothOpt, SymmetryOpt, solve_options
 from talkface.config import check_number
 from talkface.errors import ConfigError, StreamError
 from talkface.io.fileio import check_paths
@@ -86,6 +87,18 @@ def stream(
     device: Annotated[str, typer.Option("--device", callback=device_flag, help="cpu (default), auto, cuda or cuda:N.")]
     = "cpu",
     verbose: Annotated[bool, typer.Option("--verbose", help="Print the start-up steps and their times.")] = False,
+    rig: RigOpt = None,
+    weights: Annotated[str | None, typer.Option(help="With --rig: - (stdout) or FILE, each final frame's weights "
+                                                     "(bin: uint32 LE index + K float32 LE; csv: a line).")] = None,
+    weights_format: Annotated[str, typer.Option(help="bin or csv.")] = "bin",
+    livelink: Annotated[str | None, typer.Option(help="With --rig (ARKit names): send Live Link Face packets to "
+                                                      "HOST:PORT (Unreal listens on 11111), e.g. 127.0.0.1:11111.")]
+    = None,
+    bounds: BoundsOpt = "0,1",
+    l2: L2Opt = 0.0,
+    smooth: SmoothOpt = 0.0,
+    symmetry: SymmetryOpt = 0.0,
+    fit_region: FitRegionOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Animate live speech: audio in as it arrives, final mesh frames out with bounded latency.
@@ -94,13 +107,17 @@ def stream(
     stderr. Ctrl-C or SIGTERM ends the stream: --out gets the frames so far (exit 130 / 143).
     """
     started = time.perf_counter()
-    if frames is None and out is None:
-        raise typer.BadParameter("give --frames - (or FILE) and/or --out ANIM.npz", param_hint="--frames/--out")
+    if frames is None and out is None and weights is None and livelink is None:
+        raise typer.BadParameter("give --frames - (or FILE), --out ANIM.npz, or with --rig --weights/--livelink",
+                                 param_hint="--frames/--out")
     if realtime and source == "-":
         raise typer.BadParameter("--realtime paces a file; stdin arrives at its own pace", param_hint="--realtime")
+    options = _rig_flags(rig, weights, weights_format, livelink, frames, bounds, l2, smooth, symmetry, fit_region)
     frames_file = None if frames in (None, "-") else Path(frames).absolute()
-    check_paths({"SOURCE": None if source == "-" else Path(source), "--checkpoint": checkpoint, "--template": template},
-                {"--out": out, "--frames": frames_file})
+    weights_file = None if weights in (None, "-") else Path(weights).absolute()
+    rig_path = Path(rig).absolute() if rig is not None and Path(rig).exists() else None
+    check_paths({"SOURCE": None if source == "-" else Path(source), "--checkpoint": checkpoint, "--template": template,
+                 "--rig": rig_path}, {"--out": out, "--frames": frames_file, "--weights": weights_file})
 
     from talkface import live
     from talkface.inference.stream import StreamConfig
@@ -108,7 +125,7 @@ def stream(
     from talkface.io.feed import file_producer, pcm_producer
     from talkface.io.frames import PcmDecoder, record_size
 
-    live.check_stream_outputs(out, frames_file, overwrite=overwrite)
+    live.check_stream_outputs(out, frames_file, overwrite=overwrite, weights=weights_file)
     hop = None if hop_ms == "auto" else float(hop_ms)
     config = StreamConfig(lookahead_ms=lookahead_ms, hop_ms=hop or 0.0, context_ms=context_ms,
                           memory_s=memory_s if memory_s > 0 else None)
@@ -124,6 +141,8 @@ def stream(
         sinks.append(live.RecordSink(sys.stdout.buffer))
     elif frames_file is not None:
         sinks.append(live.RecordSink.open(frames_file))
+    if rig is not None:
+        sinks.append(_rig_sink(rig, setup, options, fit_region, weights, weights_file, weights_format, livelink))
     decoder = PcmDecoder()
     producer = (pcm_producer(sys.stdin.buffer.fileno(), decoder) if audio is None
                 else file_producer(audio, realtime=realtime))
@@ -157,6 +176,63 @@ def stream(
                     if isinstance(s, live.AnimationSink) and s.written)
     err.print(f"done: {report.samples / 16000:.2f} s of audio → {report.frames} frames in "
               f"{time.perf_counter() - started:.1f} s{note}{saved}", highlight=False)
+
+
+def _rig_flags(rig: str | None, weights: str | None, weights_format: str, livelink: str | None, frames: str | None,
+               bounds: str, l2: float, smooth: float, symmetry: float, fit_region: str | None) -> Any:
+    """Check the rig flags before anything is loaded or read (stdin may never close); the solve options."""
+    if rig is None:
+        if weights is not None or livelink is not None:
+            raise typer.BadParameter("--weights and --livelink send rig weights: give --rig RIG", param_hint="--rig")
+        if (bounds, l2, smooth, symmetry, fit_region) != ("0,1", 0.0, 0.0, 0.0, None):
+            raise typer.BadParameter("--bounds, --l2, --smooth, --symmetry and --fit-region need --rig RIG",
+                                     param_hint="--rig")
+        return None
+    if weights is None and livelink is None:
+        raise typer.BadParameter("--rig needs --weights - (or FILE) and/or --livelink HOST:PORT", param_hint="--rig")
+    if weights == "-" and frames == "-":
+        raise typer.BadParameter("--frames and --weights cannot both go to stdout; send one to a FILE",
+                                 param_hint="--weights")
+    if weights_format not in ("bin", "csv"):
+        raise typer.BadParameter(f"--weights-format must be bin or csv, got {weights_format!r}",
+                                 param_hint="--weights-format")
+    if livelink is not None:
+        from talkface.io.blendshapes import parse_address
+
+        parse_address(livelink, flag="--livelink")
+    return solve_options(bounds, l2, smooth, symmetry)
+
+
+def _rig_sink(rig: str, setup: Any, options: Any, fit_region: str | None, weights: str | None,
+              weights_file: Path | None, weights_format: str, livelink: str | None) -> Any:
+    """Read the rig for the model's topology and build the sink that solves and sends each frame's weights."""
+    from talkface.io.blendshapes import LiveLinkSender
+    from talkface.rig import retargeting
+    from talkface.rig.sinks import LiveLinkOut, RigSink, WeightLines, WeightRecords, open_weight_file
+
+    rig_obj = retargeting.resolve_rig(rig, num_vertices=setup.num_vertices, reference=setup.template)
+    if livelink is not None:
+        retargeting.check_livelink_names(rig_obj, "--livelink")
+    prepared = retargeting.setup(rig_obj, options, fit_region)
+    for warning in prepared.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    consumers: list[Any] = []
+    if weights == "-":
+        consumers.append(WeightLines(sys.stdout, rig_obj.names, setup.fps) if weights_format == "csv"
+                         else WeightRecords(sys.stdout.buffer))
+    elif weights_file is not None:
+        consumers.append(open_weight_file(weights_file, weights_format, rig_obj.names, setup.fps))
+    if livelink is not None:
+        def on_error(error: OSError) -> None:
+            err.print(f"[yellow]livelink:[/] sending to {livelink} failed ({error.strerror or error}); the stream goes "
+                      "on and keeps writing its other outputs (this is said once)", highlight=False)
+
+        consumers.append(LiveLinkOut(LiveLinkSender(livelink, rig_obj.names, setup.fps, on_error=on_error)))
+    err.print(f"rig {rig_obj.source}: {rig_obj.num_targets} weights per frame"
+              f"{f' ({weights_format} records: uint32 index + {rig_obj.num_targets} float32)' if weights else ''}"
+              f"{f', Live Link Face packets to {livelink}' if livelink else ''}; order: {', '.join(rig_obj.names)}",
+              highlight=False, soft_wrap=True)
+    return RigSink(prepared, setup.template, consumers)
 
 
 def _print_steps(steps: list[tuple[str, float]], started: float) -> None:

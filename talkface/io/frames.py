@@ -10,6 +10,13 @@ Output (``--frames``): one record per frame, nothing else, no header::
 
 so a record has ``4 + 12 V`` bytes (60280 for FLAME's 5023 vertices) and frame i is the face at
 time i / fps. ``read_frames`` reads them back; it needs V (``talkface info RUN`` shows the model's).
+
+Rig weights (``--weights`` with ``--rig``): the same layout with the K weights of frame i (in the rig's
+target order, which ``stream`` prints at start) in place of the vertices::
+
+    uint32 little-endian frame index | K float32 little-endian weights
+
+(``4 + 4 K`` bytes; ``read_weight_records`` reads them back).
 """
 
 from __future__ import annotations
@@ -39,11 +46,33 @@ def encode_frame(index: int, vertices: np.ndarray) -> bytes:
 
 def encode_frames(first: int, vertices: np.ndarray) -> bytes:
     """Records of frames ``first .. first + n - 1`` from (n, V, 3) vertices, in one buffer."""
-    n = vertices.shape[0]
-    out = np.empty((n, record_size(vertices.shape[1])), np.uint8)
+    return encode_rows(first, np.asarray(vertices).reshape(vertices.shape[0], -1))
+
+
+def encode_rows(first: int, rows: np.ndarray) -> bytes:
+    """Records ``uint32 index | C float32`` of frames ``first .. first + n - 1`` from (n, C) rows."""
+    n, c = rows.shape
+    out = np.empty((n, INDEX.size + 4 * c), np.uint8)
     out[:, : INDEX.size] = np.arange(first, first + n, dtype="<u4").view(np.uint8).reshape(n, INDEX.size)
-    out[:, INDEX.size:] = np.ascontiguousarray(vertices, dtype="<f4").reshape(n, -1).view(np.uint8)
+    out[:, INDEX.size:] = np.ascontiguousarray(rows, dtype="<f4").view(np.uint8)
     return out.tobytes()
+
+
+def read_weight_records(stream: BinaryIO, num_weights: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Weight records (``--weights``) as they arrive: (frame index, (K,) float32 weights).
+
+    Raises:
+        StreamError: the stream ends inside a record (the writer died, or K is wrong).
+    """
+    size = INDEX.size + 4 * num_weights
+    while True:
+        data = _read_exactly(stream, size)
+        if not data:
+            return
+        if len(data) < size:
+            raise StreamError(f"weight stream ended inside a record ({len(data)} of {size} bytes); expected records "
+                              f"of 4 + 4 x {num_weights} bytes: check the rig's target count")
+        yield INDEX.unpack_from(data)[0], np.frombuffer(data, dtype="<f4", offset=INDEX.size).astype(np.float32)
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:

@@ -150,9 +150,12 @@ def setup(rig: Rig, options: SolveOptions | None = None, region: str | None = No
 def _check_motion(vertices: np.ndarray, neutral: np.ndarray, rig: Rig, source: str) -> None:
     if vertices.ndim != 3 or vertices.shape[2] != 3 or vertices.shape[0] == 0:
         raise RigError(f"{source}: vertices have shape {vertices.shape}; expected (T, V, 3) with T >= 1")
-    if vertices.shape[1] != rig.num_vertices or neutral.shape != (rig.num_vertices, 3):
+    if vertices.shape[1] != rig.num_vertices:
         raise RigError(f"{source} has {vertices.shape[1]} vertices, rig {rig.source} {rig.num_vertices}: a rig must "
                        "be on the animation's topology (same vertex count and order)")
+    if neutral.shape != (rig.num_vertices, 3):
+        raise RigError(f"{source}: its neutral face has shape {neutral.shape}; expected ({rig.num_vertices}, 3) "
+                       "(pass --neutral MESH with the animation's topology)")
     bad = ~np.isfinite(vertices).all(axis=(1, 2))
     if bad.any():
         raise RigError(f"{source}: frame {int(np.flatnonzero(bad)[0])} has non-finite vertices (NaN or inf); "
