@@ -20,13 +20,13 @@ from talkface.inference.generate import animate, check_finite_output, choose_tem
 from talkface.inference.stream import StreamConfig, Streamer, auto_hop_ms, measure_pass_seconds
 from talkface.io.animation import load_animation, save_animation
 from talkface.io.audio import MIN_SAMPLES, SAMPLE_RATE, check_not_silent, check_waveform, load_audio
-from talkface.io.fileio import atomic_folder, atomic_path, check_output_path, check_paths, read_npy
+from talkface.io.fileio import Reads, atomic_folder, atomic_path, check_output_path, check_paths, read_npy
 from talkface.io.gltf import write_gltf
 from talkface.io.mesh import load_mesh, save_obj_sequence
 from talkface.model.checkpoint import load_checkpoint
 from talkface.render.offscreen import RenderConfig, render_video
 from talkface.runtime import resolve_device
-from talkface.train.runs import load_run_assets
+from talkface.train.runs import load_run_assets, run_reads
 
 __all__ = ["AnimateResult", "animate_files", "evaluate", "expand_audio_inputs", "load_animation_for_render",
            "load_ground_truth", "output_path", "render_animation", "write_animation_file"]
@@ -123,7 +123,8 @@ def animate_files(
     single = len(inputs) == 1 and len(styles) == 1
     planned = {(a, s.label): output_path(out, a, s.label if len(styles) > 1 else None, single, fmt)
                for a in inputs for s in styles}
-    check_animate_paths(inputs, planned, checkpoint=checkpoint, template=template, render=render)
+    check_animate_paths(inputs, planned, checkpoint=checkpoint, template=template, render=render,
+                        overwrite=overwrite)
     results = []
     for audio_path in inputs:
         result = AnimateResult(audio_path)
@@ -148,7 +149,7 @@ def animate_files(
 
 
 def check_animate_paths(inputs: list[Path], planned: dict[tuple[Path, str | None], Path], *, checkpoint: Path,
-                        template: Path | None, render: bool) -> None:
+                        template: Path | None, render: bool, overwrite: bool = False) -> None:
     """Every file ``animate`` will write, against its inputs and each other (``fileio.check_paths``).
 
     An ``.obj`` output is a folder of frames, and ``--render`` adds an ``.mp4`` beside each output.
@@ -169,8 +170,8 @@ def check_animate_paths(inputs: list[Path], planned: dict[tuple[Path, str | None
                 outputs[name] = path
             if render:
                 outputs[f"{name} --render"] = path.with_suffix(".mp4")
-    check_paths({"AUDIO": list(inputs), "--checkpoint": checkpoint, "--template": template}, outputs,
-                output_folders=tuple(folders))
+    check_paths({"AUDIO": list(inputs), "--checkpoint": run_reads(checkpoint), "--template": template}, outputs,
+                output_folders=tuple(folders), overwrite=overwrite)
 
 
 def render_animation(animation: Any, out: Path, audio: Path | None, overwrite: bool, **config: Any) -> Path:
@@ -178,6 +179,11 @@ def render_animation(animation: Any, out: Path, audio: Path | None, overwrite: b
     if animation.faces is None:
         raise TemplateError("the animation has no faces to render; pass --template with the mesh topology")
     return render_video(animation, out, audio=audio, config=RenderConfig(**config), overwrite=overwrite)
+
+
+def compare_reads(path: Path) -> Reads:
+    """What ``render --compare GT`` reads: GT, and the dataset's ``faces.npy`` when GT is ``DATA/clips/*.npz``."""
+    return Reads(path, path.parent.parent, ("faces.npy",))
 
 
 def load_ground_truth(path: Path, prediction: Any, *, template: Path | None) -> Any:
@@ -196,7 +202,7 @@ def load_ground_truth(path: Path, prediction: Any, *, template: Path | None) -> 
     faces = None
     if template is not None:
         faces = load_mesh(template, num_vertices=gt.vertices.shape[1]).faces
-    dataset_faces = path.parent.parent / "faces.npy"
+    dataset_faces = compare_reads(path).folder / "faces.npy"
     if faces is None and gt.faces is None and prediction.faces is None and dataset_faces.is_file():
         faces = read_npy(dataset_faces, "mesh faces", TemplateError, "prepare the dataset again")
     gt = replace(gt, faces=faces if faces is not None else (gt.faces if gt.faces is not None else prediction.faces))

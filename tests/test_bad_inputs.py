@@ -190,16 +190,20 @@ class Case:
     build: Callable[[Env, Path], list[str]]
     code: int
     words: tuple[str, ...]
+    # applied after ``build`` and the snapshots, for the command only (a full disk, say): fn(monkeypatch, d)
+    patch: Callable[[pytest.MonkeyPatch, Path], None] | None = None
 
 
 CASES: list[Any] = []
 
 
-def case(command: str, code: int, *words: str, marks: tuple = ()) -> Callable:
+def case(command: str, code: int, *words: str, marks: tuple = (),
+         patch: Callable[[pytest.MonkeyPatch, Path], None] | None = None) -> Callable:
     """Register ``fn(env, d) -> argv`` as a bad-input row; ``words`` must all appear in the message."""
 
     def register(fn: Callable[[Env, Path], list[str]]) -> Callable:
-        CASES.append(pytest.param(command, Case(fn, code, words), id=f"{command}-{fn.__name__}", marks=marks))
+        CASES.append(pytest.param(command, Case(fn, code, words, patch), id=f"{command}-{fn.__name__}",
+                                  marks=marks))
         return fn
 
     return register
@@ -1331,7 +1335,10 @@ def stream_existing_frames_file(env: Env, d: Path) -> list[str]:
 def run_case(env: Env, d: Path, row: Case) -> str:
     args = row.build(env, d)
     before, shared_before = snapshot(d), snapshot(env.root)
-    result = runner.invoke(app, args)
+    with pytest.MonkeyPatch.context() as patched:
+        if row.patch is not None:
+            row.patch(patched, d)
+        result = runner.invoke(app, args)
     output = result.output
     assert result.exit_code == row.code, output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)

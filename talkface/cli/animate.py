@@ -86,8 +86,9 @@ def render(
 
     if error_map and compare is None:
         raise typer.BadParameter("--error-map needs --compare GT", param_hint="--error-map")
-    check_paths({"ANIMATION": animation, "--audio": audio, "--template": template, "--compare": compare},
-                {"--out": out})
+    check_paths({"ANIMATION": animation, "--audio": audio, "--template": template,
+                 "--compare": workflows.compare_reads(compare) if compare else None}, {"--out": out},
+                overwrite=overwrite)
     config = _render_config(size, background, msaa, shading)
     anim = workflows.load_animation_for_render(animation, template=template, fps=fps, need_faces=compare is None)
     gt = workflows.load_ground_truth(compare, anim, template=template) if compare else None

@@ -15,7 +15,15 @@ from talkface.data.prepared import DATASET_FORMAT, DATASET_VERSION
 from talkface.data.splits import SPLIT_NAMES
 from talkface.errors import ConfigError, DatasetError
 from talkface.io.audio import SAMPLE_RATE
-from talkface.io.fileio import read_npy, read_npz, reading
+from talkface.io.fileio import Reads, read_npy, read_npz, reading
+
+# What ``load_prepared`` and ``load_clip`` read in a prepared dataset (the README is for people).
+DATASET_READS = ("dataset.json", "manifest.jsonl", "templates.npz", "faces.npy", "regions.npz", "clips/*")
+
+
+def dataset_reads(path: str | os.PathLike[str]) -> Reads:
+    """The files a command reads in the prepared dataset ``path`` (for ``fileio.check_paths``)."""
+    return Reads(path, path, DATASET_READS)
 
 
 @dataclass(frozen=True)

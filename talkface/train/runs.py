@@ -25,9 +25,23 @@ from pathlib import Path
 import numpy as np
 
 from talkface.errors import CheckpointError
-from talkface.io.fileio import atomic_path, read_npy, read_npz, reading
+from talkface.io.fileio import Reads, atomic_path, read_npy, read_npz, reading
+from talkface.model.checkpoint import RUN_FILES
 
 RUN_ASSETS = ("templates.npz", "faces.npy", "regions.npz")
+
+
+def run_reads(checkpoint: str | os.PathLike[str]) -> Reads:
+    """The files ``animate``, ``render`` and ``evaluate`` read for ``--checkpoint`` (for ``fileio.check_paths``).
+
+    A run folder: its checkpoints and assets; a checkpoint file: itself and the assets of its folder
+    (``load_run_assets`` reads them there). Reports, plots and animations kept in the run folder are not
+    read, so ``--overwrite`` may replace them.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        return Reads(path, path, (*RUN_FILES, *RUN_ASSETS))
+    return Reads(path, path.parent, (path.name, *RUN_ASSETS))
 
 
 @dataclass(frozen=True)
