@@ -20,7 +20,7 @@ from talkface.inference.generate import animate, check_finite_output, choose_tem
 from talkface.inference.stream import StreamConfig, Streamer, auto_hop_ms, measure_pass_seconds
 from talkface.io.animation import load_animation, save_animation
 from talkface.io.audio import MIN_SAMPLES, SAMPLE_RATE, check_not_silent, check_waveform, load_audio
-from talkface.io.fileio import Reads, atomic_folder, atomic_path, check_output_path, check_paths, read_npy
+from talkface.io.fileio import atomic_folder, atomic_path, check_output_path, check_paths, read_npy
 from talkface.io.gltf import write_gltf
 from talkface.io.mesh import load_mesh, save_obj_sequence
 from talkface.model.checkpoint import load_checkpoint
@@ -181,11 +181,6 @@ def render_animation(animation: Any, out: Path, audio: Path | None, overwrite: b
     return render_video(animation, out, audio=audio, config=RenderConfig(**config), overwrite=overwrite)
 
 
-def compare_reads(path: Path) -> Reads:
-    """What ``render --compare GT`` reads: GT, and the dataset's ``faces.npy`` when GT is ``DATA/clips/*.npz``."""
-    return Reads(path, path.parent.parent, ("faces.npy",))
-
-
 def load_ground_truth(path: Path, prediction: Any, *, template: Path | None) -> Any:
     """Read ``render --compare GT``: an animation, a FaceFormer ``.npy`` or a prepared clip (``DATA/clips/*.npz``).
 
@@ -202,7 +197,7 @@ def load_ground_truth(path: Path, prediction: Any, *, template: Path | None) -> 
     faces = None
     if template is not None:
         faces = load_mesh(template, num_vertices=gt.vertices.shape[1]).faces
-    dataset_faces = compare_reads(path).folder / "faces.npy"
+    dataset_faces = path.parent.parent / "faces.npy"  # a prepared clip: its dataset (data.dataset.clip_reads)
     if faces is None and gt.faces is None and prediction.faces is None and dataset_faces.is_file():
         faces = read_npy(dataset_faces, "mesh faces", TemplateError, "prepare the dataset again")
     gt = replace(gt, faces=faces if faces is not None else (gt.faces if gt.faces is not None else prediction.faces))

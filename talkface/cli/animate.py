@@ -82,12 +82,13 @@ def render(
 ) -> None:
     """Render an animation offscreen to an H.264 mp4 with the audio muxed in."""
     from talkface import workflows
+    from talkface.data.dataset import clip_reads
     from talkface.render import render_video
 
     if error_map and compare is None:
         raise typer.BadParameter("--error-map needs --compare GT", param_hint="--error-map")
     check_paths({"ANIMATION": animation, "--audio": audio, "--template": template,
-                 "--compare": workflows.compare_reads(compare) if compare else None}, {"--out": out},
+                 "--compare": clip_reads(compare) if compare else None}, {"--out": out},
                 overwrite=overwrite)
     config = _render_config(size, background, msaa, shading)
     anim = workflows.load_animation_for_render(animation, template=template, fps=fps, need_faces=compare is None)

@@ -59,6 +59,8 @@ DATASET_VERSION = 1
 SAFE_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 MAX_DURATION_MISMATCH = 0.10  # relative; FaceFormer silently interpolates over any mismatch
 ProgressFn = Callable[[int, int, str], None]
+# What every prepare reader says when a file of the source cannot be read at all (fileio.reading_folder).
+READ_HINT = "fix the file or link (or remove it and its clip), then run prepare again"
 
 
 @dataclass(frozen=True)

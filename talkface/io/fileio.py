@@ -9,7 +9,12 @@ Multi-file outputs (``atomic_folder``) are built in a temporary sibling folder a
 denied; also when a writer such as safetensors or ffmpeg reports it in its own words) into an
 ``OutputError`` that says what happened and what to do. ``check_paths`` resolves a command's inputs and
 outputs and refuses any overlap; ``reading`` is the one place that turns a reader's failure into a
-``TalkfaceError`` naming the file.
+``TalkfaceError`` naming the file, and ``reading_folder`` with ``path_kind`` the same for a whole
+folder tree (a dataset: symlink loops, denied files, folders where files belong).
+
+Over 400 lines: this is the one contract of how talkface touches files (write, read, never over an
+input); the write mapping, the read mapping and the overlap check share their errno tables and path
+resolution, and splitting them would put the two halves of one promise in two places.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import pickle
 import re
 import shutil
+import stat
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -402,9 +408,18 @@ READ_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, z
                pickle.UnpicklingError, UnicodeDecodeError, RuntimeError, AttributeError)
 
 
+_OS_REASONS = {
+    errno.ELOOP: "a symlink loop: the link leads back to itself",
+    errno.EISDIR: "it is a folder; expected a file",
+    errno.ENOTDIR: "a file stands where a folder is expected",
+    errno.EACCES: "permission denied",
+    errno.EIO: "input/output error: the disk or network share failed",
+}
+
+
 def _reason(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.errno == errno.ELOOP:
-        return "a symlink loop"
+    if isinstance(e, OSError) and e.errno in _OS_REASONS:
+        return _OS_REASONS[e.errno]
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     if isinstance(e, EOFError):
@@ -415,23 +430,76 @@ def _reason(e: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def reading(path: str | os.PathLike[str], what: str, error: type[TalkfaceError], hint: str) -> Iterator[None]:
-    """Map any failure of the reader in the block to ``error`` naming ``path`` (TalkfaceErrors pass through).
+def reading(path: str | os.PathLike[str], what: str, error: type[TalkfaceError], hint: str, *,
+            catch: tuple[type[BaseException], ...] = READ_ERRORS, output: PathSpec = None) -> Iterator[None]:
+    """Map any failure of the reader in the block to ``error`` naming the file (TalkfaceErrors pass through).
+
+    The file named is the one the OSError names (a member of a folder being walked: a symlink loop in a
+    dataset, a folder where a file should be), else ``path``.
 
     Args:
-        path: the file being read.
+        path: the file (or folder) being read.
         what: what it should be (``an animation``, ``a prepared clip``).
         error: the TalkfaceError subclass to raise.
         hint: what to do (``re-export it``).
+        catch: the exception types to map (``reading_folder``: OSError only).
+        output: the command's output folder, if the block also writes there: an OSError naming a file
+            inside it is an OutputError, not a bad input.
     """
     try:
         yield
     except TalkfaceError:
         raise
-    except FileNotFoundError as e:
-        raise error(f"{path}: no such file; expected {what}") from e
-    except READ_ERRORS as e:
-        raise error(f"{path}: cannot read {what} ({_reason(e)}); {hint}") from e
+    except catch as e:
+        named = os.fsdecode(e.filename) if isinstance(e, OSError) and e.filename else None
+        culprit = named if named is not None else path
+        if output is not None and named is not None and _inside(_resolved(named), _resolved(output)):
+            number = output_errno(e)
+            raise (output_error(named, number) if number is not None else
+                   OutputError(f"{named}: cannot write it ({_reason(e)}); choose another output folder")) from e
+        if isinstance(e, FileNotFoundError) and (named is None or _resolved(named) == _resolved(path)):
+            raise error(f"{path}: no such file; expected {what}") from e
+        if isinstance(e, FileNotFoundError):
+            raise error(f"{culprit}: vanished while reading {what} (moved or deleted meanwhile?); {hint}") from e
+        raise error(f"{culprit}: cannot read {what} ({_reason(e)}); {hint}") from e
+
+
+def reading_folder(folder: str | os.PathLike[str], what: str, error: type[TalkfaceError], hint: str, *,
+                   output: PathSpec = None) -> contextlib.AbstractContextManager[None]:
+    """``reading`` for a whole reader of a folder tree (a dataset): every OSError of listing, probing or
+    reading becomes ``error`` naming the file it came from; other errors pass through (readers map the
+    contents of each file themselves)."""
+    return reading(folder, what, error, hint, catch=(OSError,), output=output)
+
+
+def path_kind(path: str | os.PathLike[str]) -> str | None:
+    """``"file"``, ``"folder"``, ``"other"`` (a device, a pipe) or None when nothing is there.
+
+    Unlike ``Path.exists``/``is_file``/``is_dir``, a symlink loop or a path that cannot be examined
+    (denied, I/O error) raises its OSError instead of looking like a missing file, so a reader inside
+    ``reading_folder`` names it rather than saying "missing" or silently skipping it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return "folder" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def file_exists(path: str | os.PathLike[str]) -> bool:
+    """``path_kind`` for a path that must be a file: True, False when absent; a folder raises IsADirectoryError."""
+    kind = path_kind(path)
+    if kind == "folder":
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+    return kind is not None
+
+
+def folder_exists(path: str | os.PathLike[str]) -> bool:
+    """``path_kind`` for a path that must be a folder: True, False when absent; a file raises NotADirectoryError."""
+    kind = path_kind(path)
+    if kind not in (None, "folder"):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(path))
+    return kind == "folder"
 
 
 def read_npz(path: str | os.PathLike[str], what: str, error: type[TalkfaceError], hint: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from talkface.errors import TemplateError
-from talkface.io.fileio import read_npy, read_npz, write_text_atomic
+from talkface.io.fileio import file_exists, read_npy, read_npz, reading, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,9 @@ def load_mesh(path: str | os.PathLike[str], num_vertices: int | None = None) -> 
         TemplateError: missing/unreadable file or wrong vertex count.
     """
     p = Path(path)
-    if not p.is_file():
+    with reading(p, "a mesh", TemplateError, "fix the link or pass another mesh"):
+        present = file_exists(p)  # a symlink loop or a folder is named as such, not "no such file"
+    if not present:
         raise TemplateError(f"{p}: no such mesh file")
     suffix = p.suffix.lower()
     try:
