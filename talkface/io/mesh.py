@@ -29,6 +29,22 @@ class Template:
         return int(self.vertices.shape[0])
 
 
+def check_face_indices(faces: np.ndarray, num_vertices: int, source: str) -> np.ndarray:
+    """(F, 3) integer triangles whose indices all lie in 0..V-1, as int32.
+
+    Raises:
+        TemplateError: naming ``source`` (the file they came from): not integers, or indices outside the mesh.
+    """
+    faces = np.asarray(faces)
+    if faces.dtype == object or not np.issubdtype(faces.dtype, np.integer):
+        raise TemplateError(f"{source}: faces are {faces.dtype}; expected (F, 3) integer vertex indices")
+    if faces.min() < 0 or faces.max() >= num_vertices:
+        raise TemplateError(f"{source}: faces index vertices {faces.min()}..{faces.max()} but the mesh has "
+                            f"{num_vertices} (0..{num_vertices - 1}); the faces belong to another mesh: write the "
+                            "file again with its own topology")
+    return faces.astype(np.int32)
+
+
 def check_vertices(vertices: np.ndarray, source: str, num_vertices: int | None = None) -> np.ndarray:
     """Validate a (V, 3) or (V*3,) vertex array and return it as (V, 3) float32.
 
@@ -100,7 +116,7 @@ def load_mesh(path: str | os.PathLike[str], num_vertices: int | None = None) -> 
         if faces.ndim != 2 or faces.shape[1] != 3 or faces.size == 0:
             faces = None
         else:
-            faces = faces.astype(np.int32)
+            faces = check_face_indices(faces, vertices.shape[0], str(p))
     return Template(vertices=vertices, faces=faces)
 
 

@@ -214,7 +214,7 @@ def _check_mesh(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | No
     if faces.min() < 0 or faces.max() >= vertices.shape[1]:
         raise TemplateError(
             f"faces index vertices {faces.min()}..{faces.max()} but the mesh has {vertices.shape[1]}; "
-            "use the faces of the animation's topology (--faces)"
+            "pass --template with the topology of this animation's mesh"
         )
     if colors is not None and colors.shape != vertices.shape:
         raise TemplateError(f"colors have shape {colors.shape}; expected {vertices.shape} like the vertices")
