@@ -177,7 +177,7 @@ def check_animate_paths(inputs: list[Path], planned: dict[tuple[Path, str | None
 def render_animation(animation: Any, out: Path, audio: Path | None, overwrite: bool, **config: Any) -> Path:
     """Render with the default (VOCA-like) camera to ``out`` (.mp4) with ``audio`` muxed in."""
     if animation.faces is None:
-        raise TemplateError("the animation has no faces to render; pass --template with the mesh topology")
+        raise TemplateError("--render needs faces: none in the run (faces.npy) and no --template; pass --template MESH")
     return render_video(animation, out, audio=audio, config=RenderConfig(**config), overwrite=overwrite)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from talkface.config import check_number
-from talkface.data.prepared import DATASET_FORMAT, DATASET_VERSION
+from talkface.data.prepared import DATASET_FORMAT, DATASET_VERSION, check_faces
 from talkface.data.splits import SPLIT_NAMES
 from talkface.errors import ConfigError, DatasetError
 from talkface.io.audio import SAMPLE_RATE
@@ -112,7 +112,7 @@ class PreparedDataset:
             DatasetError: unknown split name.
         """
         if name not in SPLIT_NAMES:
-            raise DatasetError(f"unknown split {name!r}; expected one of {list(SPLIT_NAMES)}")
+            raise DatasetError(f"--split: unknown split {name!r} in {self.path}; expected one of {list(SPLIT_NAMES)}")
         return [c for c in self.clips if c.split == name]
 
     def load_clip(self, info: ClipInfo) -> Clip:
@@ -224,7 +224,7 @@ def _load_prepared(root: Path) -> PreparedDataset:
         raise DatasetError(f"{root / 'templates.npz'}: templates {bad} are not ({meta['num_vertices']}, 3)")
     faces = None
     if file_exists(root / "faces.npy"):
-        faces = read_npy(root / "faces.npy", "an array of mesh faces", DatasetError,
-                         "prepare the dataset again").astype(np.int32)
+        faces = read_npy(root / "faces.npy", "an array of mesh faces", DatasetError, "prepare the dataset again")
+        faces = check_faces(faces, int(meta["num_vertices"]), str(root / "faces.npy"))
     regions = _read_arrays(root / "regions.npz") if file_exists(root / "regions.npz") else {}
     return PreparedDataset(root, meta, templates, faces, regions, _read_manifest(root))

@@ -403,7 +403,7 @@ def render_video(
         check_audio_samples(audio_path)
     faces = animation.faces if animation.faces is not None else (compare.faces if compare is not None else None)
     if faces is None:
-        raise TemplateError("the animation has no faces; pass the mesh's faces (--template or --faces)")
+        raise TemplateError("the animation has no faces; pass the mesh's faces (--template MESH)")
     low, high = error_range_mm
     if not (np.isfinite(low) and np.isfinite(high) and 0 <= low < high):
         raise ConfigError(f"error range is {error_range_mm} mm; expected 0 <= low < high, e.g. (0, 3)")

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from talkface.errors import CheckpointError
+from talkface.errors import CheckpointError, TemplateError
 from talkface.io.fileio import Reads, atomic_path, read_npy, read_npz, reading
+from talkface.io.mesh import check_face_indices
 from talkface.model.checkpoint import RUN_FILES
 
 RUN_ASSETS = ("templates.npz", "faces.npy", "regions.npz")
@@ -81,6 +82,12 @@ def load_run_assets(folder: str | os.PathLike[str]) -> RunAssets:
         faces = read_npy(folder / "faces.npy", "the run's mesh faces", CheckpointError, hint)
         with reading(folder / "faces.npy", "the run's mesh faces", CheckpointError, hint):
             faces = faces.astype(np.int32)
+        if templates and faces.size:  # an index outside the mesh would fail far away, in a renderer or glTF writer
+            num_vertices = next(iter(templates.values())).shape[0]
+            try:
+                faces = check_face_indices(faces, num_vertices, str(folder / "faces.npy"))
+            except TemplateError as e:
+                raise CheckpointError(f"{e}; {hint}") from e
     if (folder / "regions.npz").is_file():
         regions = read_npz(folder / "regions.npz", "the run's regions", CheckpointError, hint)
         with reading(folder / "regions.npz", "the run's regions", CheckpointError, hint):
