@@ -52,7 +52,9 @@ def animate(
             console.print(f"[green]ok[/] {r.audio.name} → {out_paths}")
         else:
             failed += 1
-            err.print(f"[bold red]error:[/] {r.error}", highlight=False, soft_wrap=True)
+            message = common.name_the_flag(r.error, {"out": "--out", "template": "--template", "audio": "AUDIO"},
+                                           {"out": out, "template": template, "audio": audio})
+            err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -426,13 +427,19 @@ def write_prepared(
         # bad leaves no folder behind; after that the folder is a resumable prepare (no manifest yet).
         nonlocal started
         if not started:
+            created = not out.exists()
             try:
                 out.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise OutputError(f"{out}: cannot create the folder ({e.strerror}); choose another output "
                                   "folder") from e
-            _remove_stale(out)
-            _write_static(out, meta)
+            try:
+                _remove_stale(out)
+                _write_static(out, meta)
+            except OutputError:  # e.g. a full disk: a folder this run made and could not fill is not left behind
+                if created:
+                    shutil.rmtree(out, ignore_errors=True)
+                raise
             started = True
 
     skipped_all = list(skipped)

@@ -157,7 +157,7 @@ def tool_output_errno(message: str) -> int | None:
 def output_error(dest: str | os.PathLike[str], number: int) -> OutputError:
     """The OutputError for failing to write ``dest`` with ``number`` (an errno of ``_OUTPUT_ERRNOS``)."""
     what, todo = _OUTPUT_ADVICE.get(number, (os.strerror(number), "choose another output path"))
-    kept = " (the old file is unchanged)" if Path(dest).exists() else ""
+    kept = " (what was there is unchanged)" if Path(dest).exists() else ""
     return OutputError(f"{dest}: cannot write it: {what} ({os.strerror(number)}){kept}; {todo}")
 
 
@@ -296,6 +296,11 @@ def atomic_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
                 os.replace(dest, old)
             os.replace(tmp, dest)
             _fsync(dest.parent)
+    except OutputError as e:  # a file inside failed: name the folder the user asked for, not its temporary twin
+        number = output_errno(e.__cause__) if e.__cause__ is not None else None
+        if number is None:
+            raise
+        raise output_error(dest, number) from e.__cause__
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and dest.exists():

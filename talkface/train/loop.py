@@ -375,6 +375,8 @@ class TrainLoop:
                     self.writer.close()
                     self.writer = None
                 shutil.rmtree(self.run_dir, ignore_errors=True)
+            if isinstance(error, OutputError):  # name the run folder the user chose, not its hidden twin
+                error.args = (str(error).replace(str(self.run_dir), str(self.final_dir)),)
             return
         if not (self.run_dir / STATE_FILE).is_file():
             return
