@@ -1589,6 +1589,47 @@ def evaluate_csv_over_the_runs_templates(env: Env, d: Path) -> list[str]:
     return _eval_run_args(env, run, "--report", str(d / "r.json"), "--csv", str(run / "templates.npz"), "--overwrite")
 
 
+def test_a_report_kept_in_the_run_folder_is_refreshed_with_overwrite(env: Env, tmp_path: Path) -> None:
+    """Issue 29: `evaluate --checkpoint RUN --report RUN/eval.json` twice; evaluate never reads eval.json."""
+    run = _run_copy(env, tmp_path)
+    args = _eval_run_args(env, run, "--report", str(run / "eval.json"))
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    (run / "eval.json").write_text('{"stale": true}')
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and "--overwrite" in error_line(refused.output)
+    assert json.loads((run / "eval.json").read_text()) == {"stale": True}
+    again = runner.invoke(app, [*args, "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert "lve" in json.loads((run / "eval.json").read_text())  # a fresh report replaced the stale one
+    anim = _checkpoint_args(env, tmp_path, run)  # an animation kept beside the run, refreshed the same way
+    anim[anim.index("--out") + 1] = str(run / "take.npz")
+    assert runner.invoke(app, anim).exit_code == 0
+    assert runner.invoke(app, anim).exit_code == 1
+    assert runner.invoke(app, [*anim, "--overwrite"]).exit_code == 0
+    assert not temp_leftovers(run)
+
+
+def test_training_goes_on_when_the_feature_cache_cannot_write(env: Env, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache write on a full disk warns once; the run finishes with its checkpoints (class 1's choice)."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    import talkface.model.feature_cache as feature_cache
+
+    def full(*args: Any, **kwargs: Any) -> None:  # only the cache's writes fail; checkpoints still write
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(feature_cache, "save_file", full)
+    with pytest.warns(RuntimeWarning, match="stops writing"):
+        result = runner.invoke(app, train_args(env.data, tmp_path, "--epochs", "2"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "best.safetensors").is_file() and safetensors.torch.load_file(
+        str(tmp_path / "run" / "best.safetensors"))
+    assert not list((tmp_path / "run" / "feature_cache").glob("*.safetensors"))
+
+
 def over_the_templates_beside_a_checkpoint_file(env: Env, d: Path) -> list[str]:
     run = _run_copy(env, d)
     args = _checkpoint_args(env, d, run / "best.safetensors")

@@ -157,8 +157,10 @@ def tool_output_errno(message: str) -> int | None:
 def output_error(dest: str | os.PathLike[str], number: int) -> OutputError:
     """The OutputError for failing to write ``dest`` with ``number`` (an errno of ``_OUTPUT_ERRNOS``)."""
     what, todo = _OUTPUT_ADVICE.get(number, (os.strerror(number), "choose another output path"))
+    said = os.strerror(number)
+    what = what if what.lower() == said.lower() else f"{what} ({said})"
     kept = " (what was there is unchanged)" if Path(dest).exists() else ""
-    return OutputError(f"{dest}: cannot write it: {what} ({os.strerror(number)}){kept}; {todo}")
+    return OutputError(f"{dest}: cannot write it: {what}{kept}; {todo}")
 
 
 @contextlib.contextmanager
