@@ -1516,6 +1516,13 @@ def evaluate_a_dataset_whose_manifest_is_a_symlink_loop(env: Env, d: Path) -> li
     return evaluate_args(data, _pred_folder(env, d))
 
 
+@case("animate", 1, "--checkpoint", "templates.npz", "symlink loop", "copy the run folder again")
+def animate_with_a_run_whose_templates_are_a_symlink_loop(env: Env, d: Path) -> list[str]:  # was "no template"
+    run = _run_copy(env, d)
+    _loop(run / "templates.npz")
+    return _checkpoint_args(env, d, run)
+
+
 # class 3: refusals name the file and the flag (faces checked where they are read; the CLI adds the flag)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from talkface.errors import CheckpointError, TemplateError
-from talkface.io.fileio import Reads, atomic_path, read_npy, read_npz, reading
+from talkface.io.fileio import Reads, atomic_path, file_exists, read_npy, read_npz, reading, reading_folder
 from talkface.io.mesh import check_face_indices
 from talkface.model.checkpoint import RUN_FILES
 
@@ -74,11 +74,13 @@ def load_run_assets(folder: str | os.PathLike[str]) -> RunAssets:
     regions: dict[str, np.ndarray] = {}
     faces = None
     hint = "copy the run folder again, or re-run training"
-    if (folder / "templates.npz").is_file():
+    with reading_folder(folder, "it as part of the run folder", CheckpointError, hint):
+        present = {name: file_exists(folder / name) for name in RUN_ASSETS}  # a symlink loop is not "absent"
+    if present["templates.npz"]:
         templates = read_npz(folder / "templates.npz", "the run's templates", CheckpointError, hint)
         with reading(folder / "templates.npz", "the run's templates", CheckpointError, hint):
             templates = {k: v.astype(np.float32) for k, v in templates.items()}
-    if (folder / "faces.npy").is_file():
+    if present["faces.npy"]:
         faces = read_npy(folder / "faces.npy", "the run's mesh faces", CheckpointError, hint)
         with reading(folder / "faces.npy", "the run's mesh faces", CheckpointError, hint):
             faces = faces.astype(np.int32)
@@ -88,7 +90,7 @@ def load_run_assets(folder: str | os.PathLike[str]) -> RunAssets:
                 faces = check_face_indices(faces, num_vertices, str(folder / "faces.npy"))
             except TemplateError as e:
                 raise CheckpointError(f"{e}; {hint}") from e
-    if (folder / "regions.npz").is_file():
+    if present["regions.npz"]:
         regions = read_npz(folder / "regions.npz", "the run's regions", CheckpointError, hint)
         with reading(folder / "regions.npz", "the run's regions", CheckpointError, hint):
             regions = {k: v.astype(np.int64) for k, v in regions.items()}
