@@ -60,4 +60,4 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise ConfigError(f"--preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None

@@ -26,7 +26,7 @@ from talkface.model.checkpoint import load_checkpoint
 from talkface.render.offscreen import RenderConfig, render_video
 from talkface.rig import retargeting as retarget_stage
 from talkface.runtime import resolve_device
-from talkface.train.runs import load_run_assets
+from talkface.train.runs import load_run_assets, run_reads
 
 __all__ = ["AnimateResult", "animate_files", "evaluate", "expand_audio_inputs", "load_animation_for_render",
            "load_ground_truth", "output_path", "render_animation", "write_animation_file"]
@@ -135,7 +135,7 @@ def animate_files(
                                          retarget_stage.WEIGHT_FORMATS[fmt] if rig is not None else fmt)
                for a in inputs for s in styles}
     check_animate_paths(inputs, planned, checkpoint=checkpoint, template=template, render=render,
-                        rig=rig_path if rig is not None else None)
+                        rig=rig_path if rig is not None else None, overwrite=overwrite)
     prepared = None
     if rig is not None:  # the rig is read and checked once, before any audio is animated
         reference = next(iter(assets.templates.values()), None)
@@ -175,7 +175,8 @@ def animate_files(
 
 
 def check_animate_paths(inputs: list[Path], planned: dict[tuple[Path, str | None], Path], *, checkpoint: Path,
-                        template: Path | None, render: bool, rig: Path | None = None) -> None:
+                        template: Path | None, render: bool, rig: Path | None = None,
+                        overwrite: bool = False) -> None:
     """Every file ``animate`` will write, against its inputs and each other (``fileio.check_paths``).
 
     An ``.obj`` output is a folder of frames, and ``--render`` adds an ``.mp4`` beside each output.
@@ -196,14 +197,14 @@ def check_animate_paths(inputs: list[Path], planned: dict[tuple[Path, str | None
                 outputs[name] = path
             if render:
                 outputs[f"{name} --render"] = path.with_suffix(".mp4")
-    check_paths({"AUDIO": list(inputs), "--checkpoint": checkpoint, "--template": template, "--rig": rig}, outputs,
-                output_folders=tuple(folders))
+    check_paths({"AUDIO": list(inputs), "--checkpoint": run_reads(checkpoint), "--template": template, "--rig": rig},
+                outputs, output_folders=tuple(folders), overwrite=overwrite)
 
 
 def render_animation(animation: Any, out: Path, audio: Path | None, overwrite: bool, **config: Any) -> Path:
     """Render with the default (VOCA-like) camera to ``out`` (.mp4) with ``audio`` muxed in."""
     if animation.faces is None:
-        raise TemplateError("the animation has no faces to render; pass --template with the mesh topology")
+        raise TemplateError("--render needs faces: none in the run (faces.npy) and no --template; pass --template MESH")
     return render_video(animation, out, audio=audio, config=RenderConfig(**config), overwrite=overwrite)
 
 
@@ -223,7 +224,7 @@ def load_ground_truth(path: Path, prediction: Any, *, template: Path | None) -> 
     faces = None
     if template is not None:
         faces = load_mesh(template, num_vertices=gt.vertices.shape[1]).faces
-    dataset_faces = path.parent.parent / "faces.npy"
+    dataset_faces = path.parent.parent / "faces.npy"  # a prepared clip: its dataset (data.dataset.clip_reads)
     if faces is None and gt.faces is None and prediction.faces is None and dataset_faces.is_file():
         faces = read_npy(dataset_faces, "mesh faces", TemplateError, "prepare the dataset again")
     gt = replace(gt, faces=faces if faces is not None else (gt.faces if gt.faces is not None else prediction.faces))

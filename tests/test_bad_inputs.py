@@ -10,6 +10,7 @@ case's folder, no temporary ``.tmp-`` siblings anywhere). Unusual but valid audi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -190,16 +191,20 @@ class Case:
     build: Callable[[Env, Path], list[str]]
     code: int
     words: tuple[str, ...]
+    # applied after ``build`` and the snapshots, for the command only (a full disk, say): fn(monkeypatch, d)
+    patch: Callable[[pytest.MonkeyPatch, Path], None] | None = None
 
 
 CASES: list[Any] = []
 
 
-def case(command: str, code: int, *words: str, marks: tuple = ()) -> Callable:
+def case(command: str, code: int, *words: str, marks: tuple = (),
+         patch: Callable[[pytest.MonkeyPatch, Path], None] | None = None) -> Callable:
     """Register ``fn(env, d) -> argv`` as a bad-input row; ``words`` must all appear in the message."""
 
     def register(fn: Callable[[Env, Path], list[str]]) -> Callable:
-        CASES.append(pytest.param(command, Case(fn, code, words), id=f"{command}-{fn.__name__}", marks=marks))
+        CASES.append(pytest.param(command, Case(fn, code, words, patch), id=f"{command}-{fn.__name__}",
+                                  marks=marks))
         return fn
 
     return register
@@ -1273,6 +1278,399 @@ def train_resume_from_a_state_with_damaged_generator_states(env: Env, d: Path) -
     return train_args(env.data, d, "--resume")
 
 
+# ---- issue 29 (reliability, third pass): classes 1, 2, 3 and 5, one mechanism each (stream's rows are below)
+# class 1: a full disk, a read-only file system or a used-up quota while writing: fileio.writing maps what
+# every writer raises (OSError, safetensors' SafetensorError, torch.save's OSError, ffmpeg's words) to one
+# OutputError that names the file, says what happened and what to do, the old output left as it was
+
+
+def full_disk(only: str = "") -> Callable[[pytest.MonkeyPatch, Path], None]:
+    """A patch: every file talkface writes (whose name contains ``only``) lands on /dev/full.
+
+    atomic_path's temporary sibling becomes a symlink to /dev/full, where the kernel itself answers every
+    write with ENOSPC: no root, no mount. safetensors writes its own temporary file and renames it (over
+    the symlink), so its ``save_file`` raises what it raises on a real full disk (seen on a 64 KiB tmpfs).
+    """
+
+    def patch(mp: pytest.MonkeyPatch, d: Path) -> None:
+        import talkface.io.fileio as fileio
+
+        real_temp, real_chmod = fileio.temp_path_for, os.chmod
+
+        def on_full_device(path: Path) -> Path:
+            tmp = real_temp(path)
+            if only in path.name:
+                tmp.symlink_to("/dev/full")
+            return tmp
+
+        def chmod(path: Any, mode: int, *args: Any, **kwargs: Any) -> None:
+            if os.path.realpath(path) != "/dev/full":  # a writer that wrote nothing must not chmod the device
+                real_chmod(path, mode, *args, **kwargs)
+
+        mp.setattr(fileio, "temp_path_for", on_full_device)
+        mp.setattr(os, "chmod", chmod)
+        if only == "" or "safetensors" in only:
+            failing_safetensors(errno.ENOSPC)(mp, d)
+
+    return patch
+
+
+def failing_safetensors(number: int) -> Callable[[pytest.MonkeyPatch, Path], None]:
+    """A patch: safetensors' save_file fails as it does on a full (28), read-only (30) or denied (13) disk."""
+
+    def patch(mp: pytest.MonkeyPatch, d: Path) -> None:
+        import safetensors.torch
+        from safetensors import SafetensorError
+
+        import talkface.model.feature_cache as feature_cache
+
+        def save_file(*args: Any, **kwargs: Any) -> None:
+            raise SafetensorError(f"Error while serializing: I/O error: {os.strerror(number)} (os error {number})")
+
+        mp.setattr(safetensors.torch, "save_file", save_file)
+        mp.setattr(feature_cache, "save_file", save_file)
+
+    return patch
+
+
+def failing_savefig(number: int) -> Callable[[pytest.MonkeyPatch, Path], None]:
+    """A patch: matplotlib's savefig fails with ``number`` (EDQUOT: the user's quota is used up)."""
+
+    def patch(mp: pytest.MonkeyPatch, d: Path) -> None:
+        from matplotlib.figure import Figure
+
+        def savefig(self: Any, *args: Any, **kwargs: Any) -> None:
+            raise OSError(number, os.strerror(number))
+
+        mp.setattr(Figure, "savefig", savefig)
+
+    return patch
+
+
+@case("animate", 1, "--out", "out.npz", "disk is full", "unchanged", "free some space", patch=full_disk())
+def animate_npz_onto_a_full_disk_keeps_the_old_file(env: Env, d: Path) -> list[str]:
+    (d / "out.npz").write_bytes(b"precious")
+    return animate_args(env, env.wav, d, "--overwrite")
+
+
+@case("animate", 1, "out.glb", "disk is full", "another output path", patch=full_disk())
+def animate_glb_onto_a_full_disk(env: Env, d: Path) -> list[str]:
+    args = animate_args(env, env.wav, d)
+    args[args.index("--out") + 1] = str(d / "out.glb")
+    return args
+
+
+@case("animate", 1, "out.npz", "disk is full", "unchanged", patch=full_disk())
+def animate_npz_from_a_checkpoint_file_onto_a_full_disk(env: Env, d: Path) -> list[str]:
+    (d / "out.npz").write_bytes(b"precious")
+    return _checkpoint_args(env, d, env.run / "best.safetensors") + ["--overwrite"]
+
+
+@case("evaluate", 1, "--report", "report.json", "disk is full", "unchanged", patch=full_disk())
+def evaluate_report_onto_a_full_disk_keeps_the_old_report(env: Env, d: Path) -> list[str]:
+    pred = _pred_folder(env, d)
+    (d / "report.json").write_text('{"old": true}')
+    return evaluate_args(env.data, pred, "--report", str(d / "report.json"), "--overwrite")
+
+
+@case("evaluate", 1, "--plot", "lips.png", "quota", "free some of your space", patch=failing_savefig(errno.EDQUOT))
+def evaluate_plot_over_quota(env: Env, d: Path) -> list[str]:
+    return evaluate_args(env.data, _pred_folder(env, d), "--plot", str(d / "lips.png"))
+
+
+@case("train", 1, "--out", "last.safetensors", "disk is full", "free some space",
+      patch=failing_safetensors(errno.ENOSPC))
+def train_checkpoint_onto_a_full_disk_keeps_the_old_run(env: Env, d: Path) -> list[str]:
+    shutil.copytree(env.run, d / "run")
+    return train_args(env.data, d, "--overwrite")
+
+
+@case("train", 1, "read-only", "another output path", patch=failing_safetensors(errno.EROFS))
+def train_checkpoint_onto_a_read_only_file_system(env: Env, d: Path) -> list[str]:
+    return train_args(env.data, d)
+
+
+@case("train", 1, "state.pt", "disk is full", patch=full_disk("state.pt"))
+def train_state_onto_a_full_disk(env: Env, d: Path) -> list[str]:  # torch.save hides ENOSPC: write_with finds it
+    return train_args(env.data, d)
+
+
+@case("train", 1, "--out", "disk is full", patch=full_disk())
+def train_onto_a_full_disk(env: Env, d: Path) -> list[str]:
+    return train_args(env.data, d)
+
+
+@case("prepare", 1, "disk is full", "free some space", patch=full_disk())
+def prepare_onto_a_full_disk(env: Env, d: Path) -> list[str]:
+    return prepare_args(env.folder_raw, d)
+
+
+@case("render", 1, "out.mp4", "disk is full", "unchanged", marks=(pytest.mark.render,), patch=full_disk())
+def render_mp4_onto_a_full_disk_keeps_the_old_video(env: Env, d: Path) -> list[str]:  # ffmpeg writes /dev/full
+    (d / "out.mp4").write_bytes(b"precious")
+    return render_args(env.anim_npz, d, "--overwrite")
+
+
+# class 2: one reading helper for every dataset reader (fileio.reading_folder + path_kind): an OS error while
+# listing or reading a dataset names the file it came from; a symlink loop is no longer "missing" or skipped
+
+
+def _loop(path: Path) -> None:
+    """Replace ``path`` by a symlink to itself (a loop: every stat fails with ELOOP)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    path.symlink_to(path.name)
+
+
+def copy_voca_raw(env: Env, d: Path) -> Path:
+    raw = d / "voca"
+    shutil.copytree(env.root / "raw", raw)
+    return raw
+
+
+@case("prepare", 1, "RAW_DIR", "spk_01.wav", "symlink loop", "run prepare again")
+def prepare_biwi_with_a_symlink_loop_in_wav(env: Env, d: Path) -> list[str]:
+    raw = copy_ff_raw(env, d)
+    _loop(raw / "wav" / "spk_01.wav")
+    return prepare_args(raw, d, source="biwi")
+
+
+@case("prepare", 1, "spk_01.npy", "symlink loop")
+def prepare_biwi_with_a_symlink_loop_in_vertices(env: Env, d: Path) -> list[str]:
+    raw = copy_ff_raw(env, d)
+    _loop(raw / "vertices_npy" / "spk_01.npy")
+    return prepare_args(raw, d, source="biwi")
+
+
+@case("prepare", 1, "data_verts.npy", "symlink loop", "VOCASET")
+def prepare_vocaset_whose_vertices_are_a_symlink_loop(env: Env, d: Path) -> list[str]:
+    raw = copy_voca_raw(env, d)
+    _loop(raw / "data_verts.npy")
+    return prepare_args(raw, d, source="vocaset")
+
+
+@case("prepare", 1, "splits.toml", "symlink loop")
+def prepare_vocaset_whose_split_file_is_a_symlink_loop(env: Env, d: Path) -> list[str]:  # was silently ignored
+    raw = copy_voca_raw(env, d)
+    _loop(raw / "splits.toml")
+    return prepare_args(raw, d, source="vocaset")
+
+
+@case("prepare", 1, "templates.pkl", "is a folder", "expected a file")
+def prepare_vocaset_whose_templates_are_a_folder(env: Env, d: Path) -> list[str]:
+    raw = copy_voca_raw(env, d)
+    (raw / "templates.pkl").unlink()
+    (raw / "templates.pkl").mkdir()
+    return prepare_args(raw, d, source="vocaset")
+
+
+@case("prepare", 1, "spk_01.npy", "symlink loop")
+def prepare_folder_whose_motion_is_a_symlink_loop(env: Env, d: Path) -> list[str]:  # was skipped as "no motion"
+    raw = copy_folder_raw(env, d)
+    _loop(raw / "spk_01.npy")
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "frame_0001.obj", "symlink loop")
+def prepare_folder_with_a_symlink_loop_among_mesh_frames(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    (raw / "spk_01.npy").unlink()
+    (raw / "spk_01").mkdir()
+    (raw / "spk_01" / "frame_0000.obj").write_text("v 0 0 0\n" * V)
+    _loop(raw / "spk_01" / "frame_0001.obj")
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "spk_01.wav", "is a folder")
+def prepare_folder_whose_wav_is_a_folder(env: Env, d: Path) -> list[str]:
+    raw = copy_folder_raw(env, d)
+    (raw / "spk_01.wav").unlink()
+    (raw / "spk_01.wav").mkdir()
+    return prepare_args(raw, d)
+
+
+@case("prepare", 1, "spk_01.wav", "permission denied")
+def prepare_folder_with_an_unreadable_wav(env: Env, d: Path) -> list[str]:
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their mode; the symlink-loop and folder rows cover this helper")
+    raw = copy_folder_raw(env, d)
+    (raw / "spk_01.wav").chmod(0)
+    return prepare_args(raw, d)
+
+
+@case("train", 1, "DATA_DIR", "symlink loop", "prepare the dataset again")
+def train_on_a_dataset_whose_clip_is_a_symlink_loop(env: Env, d: Path) -> list[str]:
+    from talkface.data import load_prepared
+
+    data = copy_data(env, d)
+    _loop(load_prepared(data).split("train")[0].path)
+    return train_args(data, d)
+
+
+@case("evaluate", 1, "--data", "manifest.jsonl", "symlink loop")
+def evaluate_a_dataset_whose_manifest_is_a_symlink_loop(env: Env, d: Path) -> list[str]:
+    data = copy_data(env, d)
+    _loop(data / "manifest.jsonl")
+    return evaluate_args(data, _pred_folder(env, d))
+
+
+@case("animate", 1, "--checkpoint", "templates.npz", "symlink loop", "copy the run folder again")
+def animate_with_a_run_whose_templates_are_a_symlink_loop(env: Env, d: Path) -> list[str]:  # was "no template"
+    run = _run_copy(env, d)
+    _loop(run / "templates.npz")
+    return _checkpoint_args(env, d, run)
+
+
+# class 3: refusals name the file and the flag (faces checked where they are read; the CLI adds the flag)
+
+
+def _with_faces(env: Env, path: Path, faces: np.ndarray, *, frames: bool = True) -> Path:
+    with np.load(env.anim_npz) as z:
+        vertices = z["vertices"] if frames else z["vertices"][0]
+    np.savez(path, vertices=vertices, faces=faces, **({"fps": 30.0} if frames else {}))
+    return path
+
+
+@case("render", 1, "ANIMATION", "far.npz", "faces index vertices", "another mesh")
+def render_animation_whose_faces_leave_the_mesh(env: Env, d: Path) -> list[str]:
+    return render_args(_with_faces(env, d / "far.npz", np.array([[0, 1, 10**6]], np.int32)), d)
+
+
+@case("render", 1, "--template", "head.npz", "faces index vertices", "-1")
+def render_template_whose_faces_are_negative(env: Env, d: Path) -> list[str]:
+    head = _with_faces(env, d / "head.npz", np.array([[0, 1, -1]], np.int32), frames=False)
+    np.save(d / "pred.npy", np.load(env.anim_npz)["vertices"].reshape(4, -1))
+    return render_args(d / "pred.npy", d, "--fps", "30", "--template", str(head))
+
+
+@case("render", 1, "--compare", "gt.npz", "faces index vertices")
+def render_compare_whose_faces_leave_the_mesh(env: Env, d: Path) -> list[str]:
+    return render_args(env.anim_npz, d, "--compare", str(_with_faces(env, d / "gt.npz", np.array([[0, 1, 99999]]))))
+
+
+@case("animate", 1, "--checkpoint", "faces.npy", "faces index vertices", "copy the run folder again")
+def animate_with_a_run_whose_faces_leave_the_mesh(env: Env, d: Path) -> list[str]:
+    run = _run_copy(env, d)
+    np.save(run / "faces.npy", np.array([[0, 1, env.num_vertices]], np.int32))
+    return _checkpoint_args(env, d, run)
+
+
+@case("evaluate", 1, "--split", "dev", "train")
+def evaluate_names_the_split_flag(env: Env, d: Path) -> list[str]:
+    return evaluate_args(env.data, _pred_folder(env, d))[:-2] + ["--split", "dev"]
+
+
+@case("import-faceformer", 1, "--preset", "mystery")
+def import_names_the_preset_flag(env: Env, d: Path) -> list[str]:
+    (d / "x.pth").write_bytes(b"x")
+    return import_args(d / "x.pth", d, "--preset", "mystery")
+
+
+# class 5: inputs are the files a command reads (fileio.Reads, declared by train.runs.run_reads and
+# data.dataset.dataset_reads); other files in an input folder may be replaced with --overwrite, and only then
+
+
+def _eval_run_args(env: Env, run: Path, *extra: str) -> list[str]:
+    return ["evaluate", "--data", str(env.data), "--checkpoint", str(run), "--split", "test", "--device", "cpu",
+            *extra]
+
+
+@case("evaluate", 1, "--report", "eval.json", "already exists", "--overwrite")
+def evaluate_report_in_the_run_folder_again_without_overwrite(env: Env, d: Path) -> list[str]:
+    run = _run_copy(env, d)
+    (run / "eval.json").write_text('{"old": true}')  # an earlier evaluate's report, kept beside the run
+    return _eval_run_args(env, run, "--report", str(run / "eval.json"))
+
+
+@case("evaluate", 1, "--report", "best.safetensors", "--checkpoint", "never replaces inputs")
+def evaluate_report_over_the_runs_checkpoint(env: Env, d: Path) -> list[str]:
+    run = _run_copy(env, d)
+    return _eval_run_args(env, run, "--report", str(run / "best.safetensors"), "--overwrite")
+
+
+@case("evaluate", 1, "--csv", "templates.npz", "--checkpoint", "input")
+def evaluate_csv_over_the_runs_templates(env: Env, d: Path) -> list[str]:
+    run = _run_copy(env, d)
+    return _eval_run_args(env, run, "--report", str(d / "r.json"), "--csv", str(run / "templates.npz"), "--overwrite")
+
+
+def test_a_report_kept_in_the_run_folder_is_refreshed_with_overwrite(env: Env, tmp_path: Path) -> None:
+    """Issue 29: `evaluate --checkpoint RUN --report RUN/eval.json` twice; evaluate never reads eval.json."""
+    run = _run_copy(env, tmp_path)
+    args = _eval_run_args(env, run, "--report", str(run / "eval.json"))
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    (run / "eval.json").write_text('{"stale": true}')
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1 and "--overwrite" in error_line(refused.output)
+    assert json.loads((run / "eval.json").read_text()) == {"stale": True}
+    again = runner.invoke(app, [*args, "--overwrite"])
+    assert again.exit_code == 0, again.output
+    assert "lve" in json.loads((run / "eval.json").read_text())  # a fresh report replaced the stale one
+    anim = _checkpoint_args(env, tmp_path, run)  # an animation kept beside the run, refreshed the same way
+    anim[anim.index("--out") + 1] = str(run / "take.npz")
+    assert runner.invoke(app, anim).exit_code == 0
+    assert runner.invoke(app, anim).exit_code == 1
+    assert runner.invoke(app, [*anim, "--overwrite"]).exit_code == 0
+    assert not temp_leftovers(run)
+
+
+def test_training_goes_on_when_the_feature_cache_cannot_write(env: Env, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache write on a full disk warns once; the run finishes with its checkpoints (class 1's choice)."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    import talkface.model.feature_cache as feature_cache
+
+    def full(*args: Any, **kwargs: Any) -> None:  # only the cache's writes fail; checkpoints still write
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(feature_cache, "save_file", full)
+    with pytest.warns(RuntimeWarning, match="stops writing"):
+        result = runner.invoke(app, train_args(env.data, tmp_path, "--epochs", "2"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "best.safetensors").is_file() and safetensors.torch.load_file(
+        str(tmp_path / "run" / "best.safetensors"))
+    assert not list((tmp_path / "run" / "feature_cache").glob("*.safetensors"))
+
+
+def over_the_templates_beside_a_checkpoint_file(env: Env, d: Path) -> list[str]:
+    run = _run_copy(env, d)
+    args = _checkpoint_args(env, d, run / "best.safetensors")
+    args[args.index("--out") + 1] = str(run / "templates.npz")
+    return args + ["--overwrite"]
+
+
+def test_animate_never_writes_over_the_templates_beside_a_checkpoint_file(env: Env, tmp_path: Path) -> None:
+    """animate reads RUN/templates.npz also for --checkpoint RUN/best.safetensors; only the file counted before."""
+    run_case(env, tmp_path, Case(over_the_templates_beside_a_checkpoint_file, 1, ("--checkpoint", "templates.npz",
+                                                                                  "input")))
+
+
+@pytest.mark.xfail(strict=True, reason="cli/stream.py (the live helper's) passes --checkpoint to check_paths as a "
+                   "plain path; passing train.runs.run_reads(checkpoint) fixes it, then drop this mark")
+def test_stream_never_writes_over_the_templates_beside_a_checkpoint_file(env: Env, tmp_path: Path) -> None:
+    build = _as_stream(over_the_templates_beside_a_checkpoint_file)
+    run_case(env, tmp_path, Case(build, 1, ("--checkpoint", "templates.npz", "input")))
+
+
+@case("evaluate", 1, "--report", "manifest.jsonl", "--data", "input")
+def evaluate_report_over_the_datasets_manifest(env: Env, d: Path) -> list[str]:
+    data = copy_data(env, d)
+    return evaluate_args(data, _pred_folder(env, d), "--report", str(data / "manifest.jsonl"), "--overwrite")
+
+
+@case("train", 1, "--out", "clips", "holds", "DATA_DIR")
+def train_into_the_datasets_clip_folder(env: Env, d: Path) -> list[str]:
+    data = copy_data(env, d)
+    args = train_args(data, d, "--overwrite")
+    args[args.index("--out") + 1] = str(data / "clips")
+    return args
+
+
 # ---- stream (issue 18): whatever `animate` refuses, `stream` refuses the same way
 
 # animate rows whose input stream has no counterpart (stream takes one source, not a folder of them)
@@ -1298,7 +1696,7 @@ def _as_stream(build: Callable[[Env, Path], list[str]]) -> Callable[[Env, Path],
 for _param in [p for p in CASES if p.values[0] == "animate"]:
     _row = _param.values[1]
     if _row.build.__name__ not in NOT_FOR_STREAM:
-        case("stream", _row.code, *_row.words)(_as_stream(_row.build))
+        case("stream", _row.code, *_row.words, patch=_row.patch)(_as_stream(_row.build))
 
 
 @case("stream", 2, "--frames/--out", "give --frames")
@@ -1413,7 +1811,10 @@ def stream_out_and_frames_are_one_file(env: Env, d: Path) -> list[str]:
 def run_case(env: Env, d: Path, row: Case) -> str:
     args = row.build(env, d)
     before, shared_before = snapshot(d), snapshot(env.root)
-    result = runner.invoke(app, args)
+    with pytest.MonkeyPatch.context() as patched:
+        if row.patch is not None:
+            row.patch(patched, d)
+        result = runner.invoke(app, args)
     output = result.output
     assert result.exit_code == row.code, output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)

@@ -412,3 +412,27 @@ def test_train_applies_the_policy_before_torch_loads(tmp_path):
     out = subprocess.run([sys.executable, "-c", APPLY_ORDER, str(tmp_path)], capture_output=True, text=True,
                          check=True)
     assert out.stdout.split()[-2:] == ["0", "[False]"], out.stdout + out.stderr
+
+
+# --------------------------------------------------------------------------------------------- issue 29, class 3
+
+
+def test_the_cli_names_the_flag_a_file_came_through(tmp_path):
+    from talkface.cli.common import command_flags, name_the_flag
+    from talkface.cli.evaluate import evaluate
+
+    flags = command_flags(evaluate)
+    assert (flags["data"], flags["csv"], flags["plot_clip"], flags["overwrite"]) == (
+        "--data", "--csv", "--plot-clip", "--overwrite")
+    run, run2 = tmp_path / "run", tmp_path / "run2"
+    values = {"checkpoint": run, "report": run / "eval.json", "data": tmp_path, "split": "test"}
+    assert name_the_flag(f"{run / 'faces.npy'}: faces index vertices 0..9", flags, values) == \
+        f"--checkpoint {run / 'faces.npy'}: faces index vertices 0..9"  # a file inside the folder given
+    assert name_the_flag(f"{run / 'eval.json'}: cannot write it", flags, values).startswith("--report ")  # longest
+    assert name_the_flag(f"{run2}: no such file", flags, values) == f"--data {run2}: no such file"  # not --checkpoint
+    already = f"--report {run / 'eval.json'} is the input --checkpoint {run}"
+    assert name_the_flag(already, flags, values) == already
+    assert name_the_flag("unknown style 'x'", flags, values) == "unknown style 'x'"
+    from talkface.cli.animate import animate
+
+    assert command_flags(animate)["audio"] == "AUDIO" and command_flags(animate)["fmt"] == "--format"

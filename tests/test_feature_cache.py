@@ -236,7 +236,8 @@ def test_disk_tier_round_trip_damaged_and_foreign_files_failed_writes(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
     failing = FeatureCache(2**20, blocked / "sub")
-    failing.put("k3", features)  # cannot write: counted, training goes on
+    with pytest.warns(RuntimeWarning, match="stops writing"):
+        failing.put("k3", features)  # cannot write: counted, training goes on
     assert failing.stats.write_errors == 1 and failing.get("k3", cpu) is not None
 
 

@@ -211,3 +211,278 @@ def test_readers_on_damaged_files(tmp_path):
         with pytest.raises(TemplateError, match="meta"):
             read_json_object(text, "anim.npz (meta)", TemplateError, "write it again")
     assert read_json_object('{"a": 1}', "x", TemplateError, "") == {"a": 1}
+
+
+# --------------------------------------------------------------------------------------------- issue 29, class 1
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, old_name: str, *, kib: int = 64, read_only_after: bool = False) -> Iterator[Path]:
+    """A real ``kib``-KiB tmpfs on ``path`` holding ``old_name`` (optionally remounted read-only), or a skip.
+
+    Only root may mount; the monkeypatched rows of tests/test_bad_inputs.py cover the same writers everywhere.
+    """
+    path.mkdir()
+    mount = shutil.which("mount")
+    if os.geteuid() != 0 or mount is None:
+        pytest.skip("a real full or read-only file system needs root and `mount` (the /dev/full rows in "
+                    "test_bad_inputs.py run everywhere)")
+    done = subprocess.run([mount, "-t", "tmpfs", "-o", f"size={kib}k,mode=0755", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"this machine does not allow mounting a tmpfs ({done.stderr.strip() or done.returncode})")
+    try:
+        (path / old_name).write_bytes(b"old output")
+        if read_only_after:
+            subprocess.run([mount, "-o", "remount,ro", str(path)], check=True, capture_output=True)
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _writers(tiny_encoder_config: dict) -> dict:
+    """Every kind of writer talkface has, each writing far more than 64 KiB to ``dest``."""
+    import torch
+
+    from talkface.config import ModelConfig
+    from talkface.io.animation import Animation, save_animation
+    from talkface.io.fileio import write_with
+    from talkface.io.gltf import write_gltf
+    from talkface.model import TalkFaceModel
+    from talkface.model.checkpoint import save_checkpoint
+    from talkface.render.video import write_mp4
+
+    rng = np.random.default_rng(0)
+    anim = Animation(rng.normal(size=(60, 400, 3)).astype(np.float32), 30.0, np.array([[0, 1, 2]], np.int32))
+    frames = rng.integers(0, 255, (30, 128, 128, 3), dtype=np.uint8)
+
+    def checkpoint(dest: Path) -> None:
+        torch.manual_seed(0)
+        config = ModelConfig(num_vertices=400, speakers=("a", "b"), feature_dim=64)
+        save_checkpoint(dest, TalkFaceModel(config, tiny_encoder_config))
+
+    def state(dest: Path) -> None:
+        with atomic_path(dest) as tmp:
+            write_with(tmp, lambda f: torch.save({"w": torch.zeros(100_000)}, f))
+
+    return {
+        "npz": lambda dest: save_animation(dest, anim),
+        "glb": lambda dest: write_gltf(dest, anim),
+        "gltf": lambda dest: write_gltf(dest, anim),
+        "safetensors": checkpoint,
+        "pt": state,
+        "mp4": lambda dest: write_mp4(iter(frames), 30.0, dest, num_frames=len(frames), crf=0),
+        "json": lambda dest: write_text_atomic(dest, '{"x": "' + "y" * 200_000 + '"}'),
+        "obj": lambda dest: _obj_folder(dest, anim),
+    }
+
+
+def _obj_folder(dest: Path, anim) -> None:
+    from talkface.io.mesh import save_obj_sequence
+
+    with atomic_folder(dest, overwrite=True) as tmp:
+        save_obj_sequence(tmp, anim.vertices, anim.faces)
+
+
+@pytest.mark.parametrize("kind", ["npz", "glb", "gltf", "safetensors", "pt", "mp4", "json", "obj"])
+def test_every_writer_on_a_real_full_disk(tmp_path, tiny_encoder_config, kind):
+    """A 64 KiB tmpfs: each writer ends in the same OutputError; the old file is intact, no temp is left."""
+    write = _writers(tiny_encoder_config)[kind]
+    with small_filesystem(tmp_path / "fs", f"out.{kind}") as fs:
+        dest = fs / (f"out.{kind}" if kind != "obj" else "frames")
+        with pytest.raises(OutputError, match="disk is full") as info:
+            write(dest)
+        assert str(dest) in str(info.value) and "free some space" in str(info.value)
+        assert (fs / f"out.{kind}").read_bytes() == b"old output"
+        assert sorted(p.name for p in fs.iterdir()) == [f"out.{kind}"]
+
+
+@pytest.mark.parametrize("kind", ["npz", "safetensors", "pt", "mp4"])
+def test_every_writer_on_a_real_read_only_file_system(tmp_path, tiny_encoder_config, kind):
+    write = _writers(tiny_encoder_config)[kind]
+    with small_filesystem(tmp_path / "fs", f"out.{kind}", read_only_after=True) as fs:
+        with pytest.raises(OutputError, match="read-only") as info:
+            write(fs / f"out.{kind}")
+        assert "another output path" in str(info.value) and (fs / f"out.{kind}").read_bytes() == b"old output"
+
+
+def test_writers_in_a_real_read_only_folder(tmp_path, tiny_encoder_config):
+    """chmod 0o500 for a normal user; root ignores modes, so /sys (which refuses new files) stands in."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        for kind in ("npz", "safetensors", "pt", "json"):
+            (folder / f"out.{kind}").write_bytes(b"old output")
+        folder.chmod(0o500)
+    elif os.path.isdir("/sys") and not os.access("/sys", os.W_OK) or _refuses_files("/sys"):
+        folder = Path("/sys")
+    else:
+        pytest.skip("running as root with no folder that refuses new files")
+    try:
+        for kind in ("npz", "safetensors", "pt", "json"):
+            with pytest.raises(OutputError, match="permission denied|read-only") as info:
+                _writers(tiny_encoder_config)[kind](folder / f"out.{kind}")
+            assert "choose" in str(info.value), info.value
+        if folder != Path("/sys"):
+            assert all(p.read_bytes() == b"old output" for p in folder.iterdir()) and len(list(folder.iterdir())) == 4
+    finally:
+        if folder != Path("/sys"):
+            folder.chmod(0o700)
+
+
+def _refuses_files(folder: str) -> bool:
+    try:
+        with open(os.path.join(folder, ".talkface-probe"), "xb"):
+            pass
+    except OSError:
+        return True
+    os.unlink(os.path.join(folder, ".talkface-probe"))
+    return False
+
+
+def test_writing_maps_what_each_writer_raises(tmp_path):
+    from safetensors import SafetensorError
+
+    from talkface.io.fileio import output_errno, tool_output_errno, writing
+
+    dest = tmp_path / "x.bin"
+    for number, words in ((errno.ENOSPC, "disk is full"), (errno.EDQUOT, "quota"), (errno.EROFS, "read-only"),
+                          (errno.EACCES, "permission denied"), (errno.EPERM, "not permitted")):
+        rust = f"Error while serializing: I/O error: {os.strerror(number)} (os error {number})"
+        for raised in (OSError(number, os.strerror(number)), SafetensorError(rust)):
+            with pytest.raises(OutputError, match=words) as info, writing(dest):
+                raise raised
+            assert str(info.value).startswith(f"{dest}: cannot write it") and info.value.__cause__ is raised
+    for other in (OSError(errno.EIO, "I/O error"), RuntimeError("unexpected pos 704 vs 598"),
+                  SafetensorError("Error while serializing: I/O error: Broken pipe (os error 32)")):
+        with pytest.raises(type(other)), writing(dest):
+            raise other
+    assert output_errno(ValueError("x")) is None
+    # ffmpeg's own words (seen on a full tmpfs, a read-only tmpfs, and an unreadable input)
+    assert tool_output_errno("[vf#0:0 @ 0x55] Task finished with error code: -28 (No space left on device)") == 28
+    assert tool_output_errno("[out#0/mp4 @ 0x56] Error opening output /ro/a.mp4: Read-only file system") == 30
+    assert tool_output_errno("[out#0/mp4 @ 0x56] Error opening output /x/a.mp4: Permission denied") == errno.EACCES
+    assert tool_output_errno("[in#1 @ 0x1] Error opening input: Permission denied\nError opening input file a.wav.") \
+        is None
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_write_with_finds_the_oserror_torch_save_hides(tmp_path):
+    import torch
+
+    from talkface.io.fileio import write_with
+
+    with pytest.raises(OSError) as info:
+        write_with("/dev/full", lambda f: torch.save({"w": torch.zeros(100_000)}, f))
+    assert info.value.errno == errno.ENOSPC
+    write_with(tmp_path / "ok.pt", lambda f: torch.save({"w": torch.arange(3)}, f))
+    assert torch.equal(torch.load(tmp_path / "ok.pt", weights_only=True)["w"], torch.arange(3))
+
+
+def test_a_full_disk_turns_the_feature_cache_off_with_one_warning(tmp_path, monkeypatch):
+    """The cache only saves time: training must not stop for it (issue 29), nor retry every clip."""
+    import torch
+    from safetensors import SafetensorError
+
+    import talkface.model.feature_cache as feature_cache
+
+    calls = []
+
+    def full(*args, **kwargs):
+        calls.append(args)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(feature_cache, "save_file", full)
+    cache = feature_cache.FeatureCache(2**20, tmp_path / "cache")
+    with pytest.warns(RuntimeWarning, match="disk is full.*stops writing"):
+        cache.put("a", torch.zeros(4, 3))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second warning would fail here
+        cache.put("b", torch.ones(4, 3))
+    assert len(calls) == 1 and cache.stats.write_errors == 1
+    assert torch.equal(cache.get("b", torch.device("cpu")), torch.ones(4, 3))  # the memory tier still works
+    assert not list((tmp_path / "cache").glob("*")) if (tmp_path / "cache").exists() else True
+
+
+# --------------------------------------------------------------------------------------------- issue 29, class 2
+
+
+def test_path_kind_raises_where_path_methods_say_absent(tmp_path):
+    from talkface.io.fileio import file_exists, folder_exists, path_kind
+
+    (tmp_path / "loop").symlink_to("loop")
+    assert not (tmp_path / "loop").exists()  # what pathlib says: a loop looks like nothing
+    with pytest.raises(OSError) as info:
+        path_kind(tmp_path / "loop")
+    assert info.value.errno == errno.ELOOP
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "d").mkdir()
+    assert [path_kind(tmp_path / n) for n in ("f", "d", "none")] == ["file", "folder", None]
+    assert path_kind(tmp_path / "f" / "below") is None  # ENOTDIR: nothing there
+    assert file_exists(tmp_path / "f") and not file_exists(tmp_path / "none")
+    with pytest.raises(IsADirectoryError):
+        file_exists(tmp_path / "d")
+    with pytest.raises(NotADirectoryError):
+        folder_exists(tmp_path / "f")
+
+
+def test_reading_folder_names_the_file_each_os_error_came_from(tmp_path):
+    from talkface.io.fileio import path_kind, reading_folder
+
+    raw = tmp_path / "raw"
+    (raw / "wav").mkdir(parents=True)
+    (raw / "wav" / "a.wav").symlink_to("a.wav")
+    with pytest.raises(DatasetError) as info, reading_folder(raw, "it as part of the dataset", DatasetError, "fix it"):
+        for p in sorted((raw / "wav").glob("*.wav")):
+            path_kind(p)
+    assert str(info.value).startswith(f"{raw / 'wav' / 'a.wav'}: cannot read it as part of the dataset (a symlink loop")
+    with pytest.raises(DatasetError, match="it is a folder; expected a file"), \
+            reading_folder(raw, "the dataset", DatasetError, "fix it"):
+        (raw / "wav").read_bytes()
+    with pytest.raises(DatasetError, match="vanished while reading"), reading_folder(raw, "the dataset", DatasetError,
+                                                                                     "fix it"):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(raw / "gone.wav"))
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match="disk is full"), reading_folder(raw, "the dataset", DatasetError, "fix it",
+                                                                          output=out):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "clips" / "a.npz"))
+    with pytest.raises(ValueError), reading_folder(raw, "the dataset", DatasetError, "fix it"):
+        raise ValueError("not an OS error: the reader maps its own")
+
+
+# --------------------------------------------------------------------------------------------- issue 29, class 5
+
+
+def test_check_paths_with_read_sets(tmp_path):
+    """A run folder is read for its checkpoint and assets: a report beside them may be replaced (with
+    --overwrite only); the read files, the folder itself and a folder that holds them may not."""
+    from talkface.io.fileio import Reads
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("best.safetensors", "templates.npz", "eval.json"):
+        (run / name).write_bytes(b"x")
+    reads = Reads(run, run, ("best.safetensors", "last.safetensors", "templates.npz"))
+    check_paths({"--checkpoint": reads}, {"--report": run / "eval.json"}, overwrite=True)
+    check_paths({"--checkpoint": reads}, {"--report": run / "new.json"})
+    check_paths({"--checkpoint": reads}, {"--out": run / "results"}, output_folders=("--out",))
+    with pytest.raises(OutputError, match="already exists.*does not read.*--overwrite"):
+        check_paths({"--checkpoint": reads}, {"--report": run / "eval.json"})
+    refused = [({"--report": run / "best.safetensors"}, ()), ({"--report": run / "templates.npz"}, ()),
+               ({"--out": run}, ("--out",)), ({"--out": tmp_path}, ("--out",))]
+    for outputs, folders in refused:
+        with pytest.raises(OutputError, match="never replaces inputs"):
+            check_paths({"--checkpoint": reads}, outputs, output_folders=folders, overwrite=True)
+    (tmp_path / "link.npz").symlink_to(run / "templates.npz")
+    with pytest.raises(OutputError, match="--checkpoint"):
+        check_paths({"--checkpoint": reads}, {"--out": tmp_path / "link.npz"}, overwrite=True)
+    # a checkpoint file brings the assets of its folder along
+    single = Reads(run / "best.safetensors", run, ("best.safetensors", "templates.npz"))
+    with pytest.raises(OutputError, match="read from"):
+        check_paths({"--checkpoint": single}, {"--out": run / "templates.npz"}, overwrite=True)
+    with pytest.raises(OutputError, match="same path"):
+        check_paths({"--checkpoint": reads}, {"--report": run / "eval.json", "--csv": run / "eval.json"},
+                    overwrite=True)

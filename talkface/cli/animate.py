@@ -70,7 +70,9 @@ def animate(
             console.print(f"[green]ok[/] {r.audio.name} → {out_paths}")
         else:
             failed += 1
-            err.print(f"[bold red]error:[/] {r.error}", highlight=False, soft_wrap=True)
+            message = common.name_the_flag(r.error, {"out": "--out", "template": "--template", "audio": "AUDIO"},
+                                           {"out": out, "template": template, "audio": audio})
+            err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 
@@ -100,12 +102,14 @@ def render(
 ) -> None:
     """Render an animation offscreen to an H.264 mp4 with the audio muxed in."""
     from talkface import workflows
+    from talkface.data.dataset import clip_reads
     from talkface.render import render_video
 
     if error_map and compare is None:
         raise typer.BadParameter("--error-map needs --compare GT", param_hint="--error-map")
-    check_paths({"ANIMATION": animation, "--audio": audio, "--template": template, "--compare": compare},
-                {"--out": out})
+    check_paths({"ANIMATION": animation, "--audio": audio, "--template": template,
+                 "--compare": clip_reads(compare) if compare else None}, {"--out": out},
+                overwrite=overwrite)
     config = _render_config(size, background, msaa, shading)
     anim = workflows.load_animation_for_render(animation, template=template, fps=fps, need_faces=compare is None)
     gt = workflows.load_ground_truth(compare, anim, template=template) if compare else None

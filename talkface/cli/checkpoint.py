@@ -46,6 +46,7 @@ def import_faceformer_cmd(
     names = [n for n in speakers.replace(",", " ").split() if n]
     if not names:
         raise typer.BadParameter("--speakers names no speaker", param_hint="--speakers")
-    check_paths({"PTH": pth}, {"--out": out if out.suffix == ".safetensors" else out / "best.safetensors"})
+    check_paths({"PTH": pth}, {"--out": out if out.suffix == ".safetensors" else out / "best.safetensors"},
+                overwrite=overwrite)
     path = import_faceformer(pth, preset=preset, speakers=names, out=out, overwrite=overwrite)
     console.print(f"wrote {path}; animate with --checkpoint {path}")

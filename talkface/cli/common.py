@@ -110,8 +110,45 @@ def _interrupt_code() -> int:
     return 128 + (_signals[-1] if _signals else signal.SIGINT)
 
 
+def command_flags(fn: Callable[..., Any]) -> dict[str, str]:
+    """{parameter name: how the command line spells it} of a Typer command: ``--template``, ``AUDIO``."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:  # an annotation that does not resolve: no flags named, the message stays as it is
+        return {}
+    flags = {}
+    for name, hint in hints.items():
+        for info in getattr(hint, "__metadata__", ()):
+            if isinstance(info, typer.models.OptionInfo):
+                decls = [d for d in (*(info.param_decls or ()), info.default) if isinstance(d, str) and
+                         d.startswith("--")]
+                flags[name] = decls[0].split("/")[0] if decls else "--" + name.replace("_", "-")
+            elif isinstance(info, typer.models.ArgumentInfo):
+                flags[name] = info.metavar or name.upper()
+    return flags
+
+
+def name_the_flag(message: str, flags: dict[str, str], values: dict[str, Any]) -> str:
+    """``--template head.npz: ...`` for a message that starts with a path the user gave (or a file inside it).
+
+    Library errors name the file they came from (``fileio.reading``); only the CLI knows which flag the
+    file came through, so it adds the flag here, once for every command, unless the message names it.
+    """
+    paths = [(os.fspath(v), flags[name]) for name, value in values.items() if name in flags
+             for v in (value if isinstance(value, list) else [value]) if isinstance(v, os.PathLike)]
+    for text, flag in sorted(paths, key=lambda item: -len(item[0])):  # the most specific path first
+        if message.startswith(text) and message[len(text):len(text) + 1] in ("", ":", "/", " ", "("):
+            return message if flag in message else f"{flag} {message}"
+    return message
+
+
 def handle_errors(fn: F) -> F:
-    """Turn ``TalkfaceError`` into a one-line message + exit 1, Ctrl-C into exit 130, SIGTERM into 143."""
+    """Turn ``TalkfaceError`` into a one-line message + exit 1, Ctrl-C into exit 130, SIGTERM into 143.
+
+    The message gets the flag of the file it names (``name_the_flag``).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -124,7 +161,8 @@ def handle_errors(fn: F) -> F:
         except TalkfaceError as e:
             if os.environ.get("TALKFACE_DEBUG"):
                 raise
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            message = name_the_flag(str(e), command_flags(fn), kwargs)
+            err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             err.print("[dim](set TALKFACE_DEBUG=1 for the traceback)[/]", highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:

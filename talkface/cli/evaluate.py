@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from talkface.cli import common
-from talkface.cli.common import DeviceOpt, ThreadsOpt, _fmt, console, handle_errors, progress_bar
+from talkface.cli.common import DeviceOpt, OverwriteOpt, ThreadsOpt, _fmt, console, handle_errors, progress_bar
 from talkface.io.fileio import check_paths
 
 
@@ -31,6 +31,7 @@ def evaluate(
     plot_clip: Annotated[str | None, typer.Option(help="Clip to plot (default: the first).")] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Score predictions: LVE (m², ×1e-5), LVE (mm, sqrt), FDD and MVE; mean over styles and best style."""
     if (checkpoint is None) == (pred is None):
@@ -38,8 +39,16 @@ def evaluate(
     common.use_threads(threads)
     from talkface.evaluate import evaluation as ev
     csv_path = csv if csv is not None else (report.with_suffix(".csv") if report is not None else None)
-    check_paths({"--data": data, "--checkpoint": checkpoint, "--pred": pred, "--masks": masks},
-                {"--report": report, "--csv": csv_path, "--plot": plot})
+    from talkface.data.dataset import dataset_reads
+    from talkface.io.fileio import check_output_path
+    from talkface.train.runs import run_reads
+
+    check_paths({"--data": dataset_reads(data), "--checkpoint": run_reads(checkpoint) if checkpoint else None,
+                 "--pred": pred, "--masks": masks}, {"--report": report, "--csv": csv_path, "--plot": plot},
+                overwrite=overwrite)
+    for written in (report, csv_path, plot):
+        if written is not None:
+            check_output_path(written, overwrite=overwrite)
     if plot is not None:
         ev.check_plot_clip(data, split, plot_clip)  # before anything is written
     with progress_bar("evaluate") as update:

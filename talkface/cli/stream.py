@@ -116,8 +116,11 @@ def stream(
     frames_file = None if frames in (None, "-") else Path(frames).absolute()
     weights_file = None if weights in (None, "-") else Path(weights).absolute()
     rig_path = Path(rig).absolute() if rig is not None and Path(rig).exists() else None
-    check_paths({"SOURCE": None if source == "-" else Path(source), "--checkpoint": checkpoint, "--template": template,
-                 "--rig": rig_path}, {"--out": out, "--frames": frames_file, "--weights": weights_file})
+    from talkface.train.runs import run_reads
+
+    check_paths({"SOURCE": None if source == "-" else Path(source), "--checkpoint": run_reads(checkpoint),
+                 "--template": template, "--rig": rig_path},
+                {"--out": out, "--frames": frames_file, "--weights": weights_file}, overwrite=overwrite)
 
     from talkface import live
     from talkface.inference.stream import StreamConfig

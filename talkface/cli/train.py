@@ -85,7 +85,10 @@ def train(
     if resume and overwrite:
         raise typer.BadParameter("--resume continues a run, --overwrite replaces it; give one",
                                  param_hint="--resume/--overwrite")
-    check_paths({"DATA_DIR": data_dir, "--config": config_file}, {"--out": out}, output_folders=("--out",))
+    from talkface.data.dataset import dataset_reads
+
+    check_paths({"DATA_DIR": dataset_reads(data_dir), "--config": config_file}, {"--out": out},
+                output_folders=("--out",), overwrite=overwrite or resume)
     flags = dict(loss=loss, gamma=gamma, cost=cost, divergence=divergence, band=band, mse_weight=mse_weight,
                  batch_size=batch_size, teacher_forcing=teacher_forcing, epochs=epochs, lr=lr, seed=seed,
                  grad_accum=grad_accum, amp=amp, encoder=encoder, preset=preset, device=device,

@@ -23,6 +23,7 @@ from talkface.data.faceformer import prepare_layout
 from talkface.data.prepared import PrepareReport, ProgressFn
 from talkface.data.splits import biwi_splits
 from talkface.errors import DatasetError
+from talkface.io.fileio import folder_exists, reading, reading_folder
 
 BIWI_FPS = 25.0
 BIWI_NUM_VERTICES = 23370
@@ -41,10 +42,8 @@ def read_vl(path: str | os.PathLike[str]) -> np.ndarray:
         DatasetError: missing file, or a size that matches neither a 4- nor an 8-byte vertex count.
     """
     p = Path(path)
-    try:
+    with reading(p, "a .vl frame", DatasetError, "copy the raw BIWI frames again"):
         data = p.read_bytes()
-    except OSError as e:
-        raise DatasetError(f"{p}: cannot read .vl frame ({e.strerror})") from e
     for width, dtype in ((4, "<u4"), (8, "<u8")):
         if len(data) >= width:
             count = int(np.frombuffer(data, dtype=dtype, count=1)[0])
@@ -72,10 +71,11 @@ def read_vl_folder(folder: str | os.PathLike[str]) -> np.ndarray:
         DatasetError: no frames, or frames with different vertex counts.
     """
     root = Path(folder)
-    paths = sorted(root.glob("*.vl"), key=_frame_number)
-    if not paths:
-        raise DatasetError(f"{root}: no .vl frames found")
-    frames = [read_vl(p) for p in paths]
+    with reading_folder(root, "a folder of .vl frames", DatasetError, "fix the link or remove the frame"):
+        paths = sorted(root.glob("*.vl"), key=_frame_number)
+        if not folder_exists(root) or not paths:
+            raise DatasetError(f"{root}: no .vl frames found")
+        frames = [read_vl(p) for p in paths]
     counts = {f.shape[0] for f in frames}
     if len(counts) != 1:
         raise DatasetError(f"{root}: frames have different vertex counts {sorted(counts)}")

@@ -11,11 +11,25 @@ from typing import Any
 import numpy as np
 
 from talkface.config import check_number
-from talkface.data.prepared import DATASET_FORMAT, DATASET_VERSION
+from talkface.data.prepared import DATASET_FORMAT, DATASET_VERSION, check_faces
 from talkface.data.splits import SPLIT_NAMES
 from talkface.errors import ConfigError, DatasetError
 from talkface.io.audio import SAMPLE_RATE
-from talkface.io.fileio import read_npy, read_npz, reading
+from talkface.io.fileio import Reads, file_exists, folder_exists, read_npy, read_npz, reading, reading_folder
+
+# What ``load_prepared`` and ``load_clip`` read in a prepared dataset (the README is for people).
+DATASET_READS = ("dataset.json", "manifest.jsonl", "templates.npz", "faces.npy", "regions.npz", "clips/*")
+
+
+def dataset_reads(path: str | os.PathLike[str]) -> Reads:
+    """The files a command reads in the prepared dataset ``path`` (for ``fileio.check_paths``)."""
+    return Reads(path, path, DATASET_READS)
+
+
+def clip_reads(path: str | os.PathLike[str]) -> Reads:
+    """What reading one clip ``DATA/clips/X.npz`` on its own (``render --compare``) reads: the clip, and its
+    dataset's ``faces.npy`` for the topology."""
+    return Reads(path, Path(path).parent.parent, ("faces.npy",))
 
 
 @dataclass(frozen=True)
@@ -98,7 +112,7 @@ class PreparedDataset:
             DatasetError: unknown split name.
         """
         if name not in SPLIT_NAMES:
-            raise DatasetError(f"unknown split {name!r}; expected one of {list(SPLIT_NAMES)}")
+            raise DatasetError(f"--split: unknown split {name!r} in {self.path}; expected one of {list(SPLIT_NAMES)}")
         return [c for c in self.clips if c.split == name]
 
     def load_clip(self, info: ClipInfo) -> Clip:
@@ -110,7 +124,9 @@ class PreparedDataset:
         if info.speaker not in self.templates:
             raise DatasetError(f"{self.path / 'templates.npz'}: no template for speaker {info.speaker}; "
                                "prepare the dataset again")
-        if not info.path.exists():
+        with reading(info.path, "a prepared clip", DatasetError, "prepare the dataset again"):
+            present = file_exists(info.path)  # a symlink loop or a folder is named as such, not "missing"
+        if not present:
             raise DatasetError(f"{info.path}: clip file missing; prepare the dataset again to restore it")
         z = read_npz(info.path, "a prepared clip", DatasetError, "prepare the dataset again")
         with reading(info.path, "a prepared clip", DatasetError, "prepare the dataset again"):
@@ -124,7 +140,7 @@ class PreparedDataset:
 
 
 def _read_json(path: Path) -> Any:
-    if not path.exists():
+    if not file_exists(path):
         raise FileNotFoundError(path)
     with reading(path, "JSON", DatasetError, "prepare the dataset again"):
         return json.loads(path.read_text(encoding="utf-8"))
@@ -157,11 +173,13 @@ def _read_meta(root: Path) -> dict[str, Any]:
 
 def _read_manifest(root: Path) -> list[ClipInfo]:
     path = root / "manifest.jsonl"
-    if not path.is_file():
+    if not file_exists(path):
         raise DatasetError(f"{root}: no manifest.jsonl, so the prepare run did not finish; rerun the same "
                            "`talkface prepare` command (it resumes)")
     clips = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    with reading(path, "a manifest", DatasetError, "prepare the dataset again"):
+        text = path.read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -191,7 +209,13 @@ def load_prepared(path: str | os.PathLike[str]) -> PreparedDataset:
             or malformed files.
     """
     root = Path(path)
-    if not root.is_dir():
+    with reading_folder(root, "it as part of a prepared dataset", DatasetError,
+                        "fix the link or prepare the dataset again"):
+        return _load_prepared(root)
+
+
+def _load_prepared(root: Path) -> PreparedDataset:
+    if not folder_exists(root):
         raise DatasetError(f"{root}: no such folder; expected a dataset written by `talkface prepare`")
     meta = _read_meta(root)
     templates = {k: v.astype(np.float32, copy=False) for k, v in _read_arrays(root / "templates.npz").items()}
@@ -199,8 +223,8 @@ def load_prepared(path: str | os.PathLike[str]) -> PreparedDataset:
     if bad:
         raise DatasetError(f"{root / 'templates.npz'}: templates {bad} are not ({meta['num_vertices']}, 3)")
     faces = None
-    if (root / "faces.npy").is_file():
-        faces = read_npy(root / "faces.npy", "an array of mesh faces", DatasetError,
-                         "prepare the dataset again").astype(np.int32)
-    regions = _read_arrays(root / "regions.npz") if (root / "regions.npz").is_file() else {}
+    if file_exists(root / "faces.npy"):
+        faces = read_npy(root / "faces.npy", "an array of mesh faces", DatasetError, "prepare the dataset again")
+        faces = check_faces(faces, int(meta["num_vertices"]), str(root / "faces.npy"))
+    regions = _read_arrays(root / "regions.npz") if file_exists(root / "regions.npz") else {}
     return PreparedDataset(root, meta, templates, faces, regions, _read_manifest(root))

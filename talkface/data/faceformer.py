@@ -17,6 +17,7 @@ import numpy as np
 
 from talkface.data.pickles import load_pickle
 from talkface.data.prepared import (
+    READ_HINT,
     ClipData,
     DatasetMeta,
     PrepareReport,
@@ -34,7 +35,7 @@ from talkface.data.splits import Splits, assign_split, resolve_splits, sentence_
 from talkface.data.vocaset import convert_audio
 from talkface.errors import AudioError, DatasetError
 from talkface.io.audio import check_audio_file
-from talkface.io.fileio import reading
+from talkface.io.fileio import file_exists, folder_exists, reading, reading_folder
 
 
 def split_clip_name(stem: str) -> tuple[str, str] | None:
@@ -131,8 +132,8 @@ def collect_layout_clips(root: Path, source: str, templates: dict[str, np.ndarra
 
 def check_layout(root: Path, what: str) -> None:
     """Raise DatasetError unless ``root`` has wav/, vertices_npy/ and templates.pkl."""
-    missing = [n for n in ("wav", "vertices_npy") if not (root / n).is_dir()]
-    missing += [] if (root / "templates.pkl").is_file() else ["templates.pkl"]
+    missing = [n for n in ("wav", "vertices_npy") if not folder_exists(root / n)]
+    missing += [] if file_exists(root / "templates.pkl") else ["templates.pkl"]
     if missing:
         raise DatasetError(f"{root}: missing {', '.join(missing)}; expected {what}'s processed layout "
                            "(wav/, vertices_npy/, templates.pkl)")
@@ -142,7 +143,18 @@ def prepare_layout(root: Path, out_dir: str | os.PathLike[str], *, source: str, 
                    splits: str | os.PathLike[str] | None, default_splits: Splits, default_name: str,
                    faces: str | os.PathLike[str] | None, on_progress: ProgressFn | None,
                    overwrite: bool) -> PrepareReport:
-    """Shared by ``prepare_faceformer`` and ``prepare_biwi``."""
+    """Shared by ``prepare_faceformer`` and ``prepare_biwi``; any OS error reading ``root`` names its file."""
+    with reading_folder(root, f"it as part of the {'FaceFormer' if source == 'faceformer' else source.upper()} dataset",
+                        DatasetError, READ_HINT, output=out_dir):
+        return _prepare_layout(root, out_dir, source=source, fps=fps, source_fps=source_fps, splits=splits,
+                               default_splits=default_splits, default_name=default_name, faces=faces,
+                               on_progress=on_progress, overwrite=overwrite)
+
+
+def _prepare_layout(root: Path, out_dir: str | os.PathLike[str], *, source: str, fps: float, source_fps: float,
+                    splits: str | os.PathLike[str] | None, default_splits: Splits, default_name: str,
+                    faces: str | os.PathLike[str] | None, on_progress: ProgressFn | None,
+                    overwrite: bool) -> PrepareReport:
     check_layout(root, "FaceFormer" if source == "faceformer" else source.upper())
     step = frame_step_for(float(source_fps), float(fps))
     templates = load_layout_templates(root / "templates.pkl")

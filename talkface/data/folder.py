@@ -24,6 +24,7 @@ import numpy as np
 
 from talkface.data.faceformer import read_motion, read_wav, split_clip_name
 from talkface.data.prepared import (
+    READ_HINT,
     ClipData,
     DatasetMeta,
     PrepareReport,
@@ -40,6 +41,7 @@ from talkface.data.prepared import (
 )
 from talkface.data.splits import SplitRule, Splits, assign_split, resolve_splits, sentence_number
 from talkface.errors import DatasetError, TemplateError
+from talkface.io.fileio import folder_exists, path_kind, reading_folder
 from talkface.io.mesh import load_mesh
 
 MESH_SUFFIXES = (".obj", ".ply")
@@ -109,7 +111,7 @@ def read_mesh_frames(folder: Path, step: int) -> tuple[np.ndarray, int]:
 
 def load_folder_templates(folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """{speaker: (V, 3) float32} from ``folder/<speaker>.<ext>``, and the faces of the first mesh with faces."""
-    if not folder.is_dir():
+    if not folder_exists(folder):
         raise DatasetError(f"{folder}: no templates folder; put one neutral mesh per speaker there "
                            "(<speaker>.obj, .ply, .npz or .npy)")
     templates: dict[str, np.ndarray] = {}
@@ -127,7 +129,7 @@ def load_folder_templates(folder: Path) -> tuple[dict[str, np.ndarray], np.ndarr
 
 def _loader(wav: Path, motion: Path, step: int, source_fps: float) -> Callable[[], ClipData]:
     def load() -> ClipData:
-        if motion.is_dir():
+        if path_kind(motion) == "folder":
             vertices, source_frames = read_mesh_frames(motion, step)
         else:
             vertices, source_frames = read_motion(motion, step)
@@ -137,14 +139,14 @@ def _loader(wav: Path, motion: Path, step: int, source_fps: float) -> Callable[[
 
 
 def _motion_stamp(motion: Path) -> list[object]:
-    if motion.is_dir():
+    if path_kind(motion) == "folder":
         return [[p.name, *file_stamp(p)] for p in sorted(motion.iterdir()) if p.suffix.lower() in MESH_SUFFIXES]
     return file_stamp(motion)
 
 
 def _find_motion(root: Path, stem: str) -> Path | None:
     for candidate in (root / f"{stem}.npy", root / stem):
-        if candidate.exists():
+        if path_kind(candidate) is not None:  # a symlink loop raises: it is not "no motion"
             return candidate
     return None
 
@@ -180,7 +182,16 @@ def prepare_folder(
         OutputError: ``out_dir`` holds other data (without ``overwrite``) or cannot be written.
     """
     root = Path(raw_dir)
-    if not root.is_dir():
+    with reading_folder(root, "it as part of the recordings folder", DatasetError, READ_HINT, output=out_dir):
+        return _prepare_folder(root, out_dir, fps=fps, source_fps=source_fps, splits=splits, faces=faces,
+                               templates=templates, on_progress=on_progress, overwrite=overwrite)
+
+
+def _prepare_folder(root: Path, out_dir: str | os.PathLike[str], *, fps: float, source_fps: float | None,
+                    splits: str | os.PathLike[str] | None, faces: str | os.PathLike[str] | None,
+                    templates: str | os.PathLike[str] | None, on_progress: ProgressFn | None,
+                    overwrite: bool) -> PrepareReport:
+    if not folder_exists(root):
         raise DatasetError(f"{root}: no such folder")
     rate = float(source_fps if source_fps is not None else fps)
     step = frame_step_for(rate, float(fps))

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ DATASET_VERSION = 1
 SAFE_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 MAX_DURATION_MISMATCH = 0.10  # relative; FaceFormer silently interpolates over any mismatch
 ProgressFn = Callable[[int, int, str], None]
+# What every prepare reader says when a file of the source cannot be read at all (fileio.reading_folder).
+READ_HINT = "fix the file or link (or remove it and its clip), then run prepare again"
 
 
 @dataclass(frozen=True)
@@ -424,13 +427,19 @@ def write_prepared(
         # bad leaves no folder behind; after that the folder is a resumable prepare (no manifest yet).
         nonlocal started
         if not started:
+            created = not out.exists()
             try:
                 out.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise OutputError(f"{out}: cannot create the folder ({e.strerror}); choose another output "
                                   "folder") from e
-            _remove_stale(out)
-            _write_static(out, meta)
+            try:
+                _remove_stale(out)
+                _write_static(out, meta)
+            except OutputError:  # e.g. a full disk: a folder this run made and could not fill is not left behind
+                if created:
+                    shutil.rmtree(out, ignore_errors=True)
+                raise
             started = True
 
     skipped_all = list(skipped)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from talkface.errors import ConfigError
+from talkface.io.fileio import file_exists
 from talkface.presets import VOCASET_TEST, VOCASET_TRAIN, VOCASET_VAL
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -181,6 +182,6 @@ def resolve_splits(path: str | os.PathLike[str] | None, raw_dir: Path, default: 
     if path is not None:
         return load_splits(path), f"Splits: from {Path(path)}."
     local = raw_dir / "splits.toml"
-    if local.is_file():
+    if file_exists(local):  # a symlink loop or a folder named so is an error, not "no split file"
         return load_splits(local), f"Splits: from {local} (found next to the raw data)."
     return default, f"Splits: {default_name}."

@@ -25,6 +25,7 @@ import numpy as np
 
 from talkface.data.pickles import load_pickle
 from talkface.data.prepared import (
+    READ_HINT,
     ClipData,
     DatasetMeta,
     PrepareReport,
@@ -42,7 +43,7 @@ from talkface.data.prepared import (
 from talkface.data.splits import Splits, assign_split, resolve_splits, sentence_number, voca_splits
 from talkface.errors import DatasetError
 from talkface.io.audio import resample, to_float32
-from talkface.io.fileio import read_npz, reading
+from talkface.io.fileio import file_exists, read_npz, reading, reading_folder
 from talkface.presets import VOCASET_KNOWN_MISSING
 
 VOCASET_FILES = ("data_verts.npy", "raw_audio_fixed.pkl", "templates.pkl", "subj_seq_to_idx.pkl")
@@ -143,7 +144,7 @@ def resolve_topology(raw_dir: Path, faces: str | os.PathLike[str] | None,
     head = raw_dir / HEAD_FILE
     triangles = load_faces(faces, num_vertices) if faces is not None else None
     regions: dict[str, np.ndarray] = {}
-    if head.is_file():
+    if file_exists(head):
         arrays = read_npz(head, "an npz of faces and regions", DatasetError, "copy the raw dataset again")
         if triangles is None and "faces" in arrays:
             triangles = check_faces(arrays["faces"], num_vertices, f"{head} faces")
@@ -252,7 +253,15 @@ def prepare_vocaset(
         OutputError: ``out_dir`` holds other data (without ``overwrite``) or cannot be written.
     """
     raw = Path(raw_dir)
-    missing = [name for name in VOCASET_FILES if not (raw / name).is_file()]
+    with reading_folder(raw, "it as part of the VOCASET dataset", DatasetError, READ_HINT, output=out_dir):
+        return _prepare_vocaset(raw, out_dir, fps=fps, splits=splits, faces=faces, on_progress=on_progress,
+                                overwrite=overwrite)
+
+
+def _prepare_vocaset(raw: Path, out_dir: str | os.PathLike[str], *, fps: float,
+                     splits: str | os.PathLike[str] | None, faces: str | os.PathLike[str] | None,
+                     on_progress: ProgressFn | None, overwrite: bool) -> PrepareReport:
+    missing = [name for name in VOCASET_FILES if not file_exists(raw / name)]
     if missing:
         raise DatasetError(f"{raw}: missing {', '.join(missing)}; expected the four files of VOCASET's "
                            f"'Training Data' archive ({', '.join(VOCASET_FILES)})")

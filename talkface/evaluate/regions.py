@@ -24,7 +24,7 @@ import numpy as np
 
 from talkface.data.pickles import load_pickle
 from talkface.errors import DatasetError
-from talkface.io.fileio import read_npz, reading
+from talkface.io.fileio import path_kind, read_npz, reading, reading_folder
 
 LIP_NAMES = ("lips", "lve", "lip")
 UPPER_NAMES = ("upper_face", "fdd")
@@ -83,12 +83,14 @@ def load_regions(path: str | os.PathLike[str], num_vertices: int | None = None) 
             out-of-range indices, or no region at all.
     """
     p = Path(path)
-    if p.is_dir():
+    with reading_folder(p, "a region file", DatasetError, "fix the link or pass another --masks"):
+        kind = path_kind(p)
+    if kind == "folder":
         files = sorted(f for f in p.iterdir() if f.suffix.lower() == ".txt")
         if not files:
             raise DatasetError(f"{p}: folder has no region .txt files (BIWI's lve.txt, fdd.txt)")
         regions = {f.stem: _read_txt(f) for f in files}
-    elif not p.is_file():
+    elif kind is None:
         raise DatasetError(f"{p}: no such region file")
     elif p.suffix.lower() == ".pkl":
         regions = _read_pkl(p)

@@ -59,7 +59,8 @@ def parse_style(spec: str, speakers: tuple[str, ...] | list[str]) -> list[Style]
         name, _, value = part.partition(":")
         name = name.strip()
         if name not in speakers:
-            raise ConfigError(f"unknown style {name!r}; valid styles are: {valid} (or 'all', or a mix A:0.7,B:0.3)")
+            raise ConfigError(f"--style: unknown style {name!r}; valid styles are: {valid} (or 'all', or a mix "
+                              "A:0.7,B:0.3)")
         try:
             w = 1.0 if not value else float(value)
         except ValueError:
@@ -116,7 +117,8 @@ def choose_template(
     if name not in templates:
         known = ", ".join(sorted(templates)) or "none"
         raise TemplateError(
-            f"no template for subject {name!r}; known subjects: {known}. Pass --template MESH to use any mesh "
+            f"--subject: no template for subject {name!r} in the run; known subjects: {known}. Pass --template "
+            f"MESH to use any mesh "
             f"with {num_vertices} vertices"
         )
     return name, check_vertices(templates[name], f"template {name}", num_vertices), None

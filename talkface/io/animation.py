@@ -12,7 +12,8 @@ import numpy as np
 
 from talkface.config import check_number
 from talkface.errors import ConfigError, TemplateError
-from talkface.io.fileio import atomic_path, read_json_object, read_npy, read_npz, reading
+from talkface.io.fileio import atomic_path, file_exists, read_json_object, read_npy, read_npz, reading
+from talkface.io.mesh import check_face_indices
 
 ANIMATION_FORMAT = "talkface-animation"
 ANIMATION_VERSION = 1
@@ -83,7 +84,9 @@ def load_animation(
         TemplateError: unreadable file, wrong shape, NaN/inf, or missing fps for ``.npy``.
     """
     p = Path(path)
-    if not p.is_file():
+    with reading(p, "an animation", TemplateError, "fix the link or pass another file"):
+        present = file_exists(p)  # a symlink loop or a folder is named as such, not "no such file"
+    if not present:
         raise TemplateError(f"{p}: no such animation file")
     meta: dict[str, Any] = {}
     hint = "expected a talkface .npz or a (T, V*3) .npy; write it again"
@@ -121,6 +124,11 @@ def load_animation(
     if neutral is not None and (np.shape(neutral) != vertices.shape[1:] or not np.isfinite(neutral).all()):
         raise TemplateError(f"{p}: its 'neutral' has shape {np.shape(neutral)} or non-finite values; expected "
                             f"({vertices.shape[1]}, 3) finite; write the animation again")
+    if file_faces is not None:
+        file_faces = np.asarray(file_faces)
+        if file_faces.ndim != 2 or file_faces.shape[1] != 3 or file_faces.size == 0:
+            raise TemplateError(f"{p}: faces have shape {file_faces.shape}; expected (F, 3) vertex indices")
+        file_faces = check_face_indices(file_faces, vertices.shape[1], str(p))
     meta.pop("format", None)
     meta.pop("version", None)
     return Animation(vertices.astype(np.float32), float(rate), faces if file_faces is None else file_faces, meta,

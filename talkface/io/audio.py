@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from talkface.errors import AudioError
-from talkface.io.fileio import atomic_path
+from talkface.io.fileio import atomic_path, file_exists, reading
 
 SAMPLE_RATE = 16_000  # Hz, wav2vec 2.0's input rate
 FEATURE_HOP = 320  # samples per wav2vec 2.0 CNN frame (5*2*2*2*2*2*2)
@@ -106,7 +106,9 @@ def check_audio_file(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     import soundfile as sf
 
     p = Path(path)
-    if not p.is_file():
+    with reading(p, "an audio file", AudioError, "fix the link or pass another audio file"):
+        present = file_exists(p)  # a symlink loop or a folder is named as such, not "no such file"
+    if not present:
         raise AudioError(f"{p}: no such audio file")
     try:
         info = sf.info(str(p))

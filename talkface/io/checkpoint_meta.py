@@ -15,7 +15,7 @@ from typing import Any
 
 from talkface._version import __version__
 from talkface.errors import CheckpointError
-from talkface.io.fileio import read_json_object, reading
+from talkface.io.fileio import path_kind, read_json_object, reading, reading_folder
 
 FORMAT = "talkface"
 FORMAT_VERSION = 1
@@ -30,9 +30,11 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
         CheckpointError: missing path, or a folder without ``best.safetensors``/``last.safetensors``.
     """
     p = Path(path)
-    if p.is_dir():
+    with reading_folder(p, "it as a checkpoint", CheckpointError, "fix the link or copy the run folder again"):
+        kinds = {name: path_kind(p / name) for name in RUN_FILES} if path_kind(p) == "folder" else None
+    if kinds is not None:
         for name in RUN_FILES:
-            if (p / name).is_file():
+            if kinds[name] == "file":
                 return p / name
         raise CheckpointError(f"{p}: folder holds neither {' nor '.join(RUN_FILES)}; pass a run folder written "
                               "by `talkface train` or a .safetensors checkpoint")

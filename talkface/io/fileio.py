@@ -5,8 +5,16 @@ Writers get a temporary path in the destination folder (same file system, same s
 format-sniffing writers such as numpy or ffmpeg behave), and the file is fsynced, given the mode the
 umask asks for, and renamed over the destination only when the writer returned without an exception.
 Multi-file outputs (``atomic_folder``) are built in a temporary sibling folder and renamed as a whole.
-``check_paths`` resolves a command's inputs and outputs and refuses any overlap; ``reading`` is the one
-place that turns a reader's failure into a ``TalkfaceError`` naming the file.
+``writing`` is the one place that turns a failure of the destination (disk full, read-only, quota,
+denied; also when a writer such as safetensors or ffmpeg reports it in its own words) into an
+``OutputError`` that says what happened and what to do. ``check_paths`` resolves a command's inputs and
+outputs and refuses any overlap; ``reading`` is the one place that turns a reader's failure into a
+``TalkfaceError`` naming the file, and ``reading_folder`` with ``path_kind`` the same for a whole
+folder tree (a dataset: symlink loops, denied files, folders where files belong).
+
+Over 400 lines: this is the one contract of how talkface touches files (write, read, never over an
+input); the write mapping, the read mapping and the overlap check share their errno tables and path
+resolution, and splitting them would put the two halves of one promise in two places.
 """
 
 from __future__ import annotations
@@ -16,11 +24,14 @@ import errno
 import json
 import os
 import pickle
+import re
 import shutil
+import stat
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from talkface.errors import OutputError, TalkfaceError
 
@@ -101,16 +112,77 @@ def _fsync(path: Path) -> None:
             os.close(fd)
 
 
+# What each failure of the destination means, and what to do about it.
+_OUTPUT_ADVICE = {
+    errno.ENOSPC: ("the disk is full", "free some space there or choose another output path on a disk with room"),
+    errno.EDQUOT: ("the disk quota is used up", "free some of your space there or choose another output path"),
+    errno.EROFS: ("the file system is read-only", "choose another output path on a writable disk"),
+    errno.EACCES: ("permission denied", "choose an output folder you can write to"),
+    errno.EPERM: ("operation not permitted", "choose an output folder you can write to"),
+    errno.EISDIR: ("a folder is in the way", "remove it or choose another output path"),
+}
+_OS_ERROR_NUMBER = re.compile(r"\(os error (\d+)\)")  # how Rust (safetensors) quotes an errno
+
+
+def output_errno(error: BaseException) -> int | None:
+    """The errno of a failure to write a destination (full, read-only, quota, denied), or None.
+
+    Recognises an ``OSError``, and the errors of writers that wrap one in their own type: safetensors'
+    ``SafetensorError`` quotes it as ``(os error 28)`` in its message.
+    """
+    if isinstance(error, OSError):
+        return error.errno if error.errno in _OUTPUT_ERRNOS else None
+    if isinstance(error, TalkfaceError):
+        return None
+    found = _OS_ERROR_NUMBER.search(str(error))
+    number = int(found.group(1)) if found else None
+    return number if number in _OUTPUT_ERRNOS else None
+
+
+def tool_output_errno(message: str) -> int | None:
+    """The errno an external tool (ffmpeg) reports in words for its output, or None.
+
+    A full disk, a read-only file system or a used-up quota can only come from the output; "Permission
+    denied" only counts on a line about the output (it could be the tool's input otherwise).
+    """
+    for number in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        if os.strerror(number) in message:
+            return number
+    for line in message.splitlines():
+        if "output" in line.lower() and os.strerror(errno.EACCES) in line:
+            return errno.EACCES
+    return None
+
+
+def output_error(dest: str | os.PathLike[str], number: int) -> OutputError:
+    """The OutputError for failing to write ``dest`` with ``number`` (an errno of ``_OUTPUT_ERRNOS``)."""
+    what, todo = _OUTPUT_ADVICE.get(number, (os.strerror(number), "choose another output path"))
+    said = os.strerror(number)
+    what = what if what.lower() == said.lower() else f"{what} ({said})"
+    kept = " (what was there is unchanged)" if Path(dest).exists() else ""
+    return OutputError(f"{dest}: cannot write it: {what}{kept}; {todo}")
+
+
 @contextlib.contextmanager
-def _write_errors(dest: Path) -> Iterator[None]:
-    """Turn an OSError of writing ``dest`` that the user can fix (denied, read-only, full) into an OutputError."""
+def writing(dest: str | os.PathLike[str]) -> Iterator[None]:
+    """The one mapping of write failures: out of space, read-only, quota or denied becomes an OutputError.
+
+    Every writer of talkface runs inside it (``atomic_path`` and ``atomic_folder`` do it for theirs; an
+    appending or renaming writer wraps itself), so a full disk reads the same whatever was being
+    written: which file, what happened, what to do. Other failures pass through unchanged.
+
+    Raises:
+        OutputError: naming ``dest``, from an ``OSError`` or a writer's own error type (``output_errno``).
+    """
     try:
         yield
-    except OSError as e:
-        if e.errno not in _OUTPUT_ERRNOS:
+    except TalkfaceError:
+        raise
+    except Exception as e:
+        number = output_errno(e)
+        if number is None:
             raise
-        raise OutputError(f"{dest}: cannot write ({e.strerror}); choose a writable output folder with free "
-                          "space") from e
+        raise output_error(dest, number) from e
 
 
 @contextlib.contextmanager
@@ -124,12 +196,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     if dest.is_dir():
         raise OutputError(f"{dest}: is a folder; expected a file path; choose another output path")
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        with writing(dest):
+            dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"{dest}: cannot create folder {dest.parent} ({e.strerror}); choose another path") from e
     tmp = temp_path_for(dest)
     try:
-        with _write_errors(dest):
+        with writing(dest):
             yield tmp
             if not tmp.exists():
                 raise OutputError(f"{dest}: the writer produced no file")
@@ -145,6 +218,41 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if tmp.exists():
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+class _RecordingFile:
+    """A binary file whose failed writes are remembered, for writers that swallow them (see ``write_with``)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def write_with(path: str | os.PathLike[str], save: Callable[[Any], Any]) -> None:
+    """Call ``save(file)`` on ``path`` opened for binary writing; a failed write raises its own OSError.
+
+    torch.save reports a full disk as ``RuntimeError: ... unexpected pos`` with no errno, so
+    ``writing`` could not tell it from a bug; the OSError that the file raised underneath is raised
+    instead, and ``writing`` maps it like any other.
+    """
+    with open(path, "wb") as f:
+        recorder = _RecordingFile(f)
+        try:
+            save(recorder)
+        except Exception:
+            if recorder.error is not None:
+                raise recorder.error from None
+            raise
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -177,18 +285,24 @@ def atomic_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     old = dest.with_name(f".{dest.name}.old-tmp-{os.getpid()}")
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        with writing(dest):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
     except OSError as e:
         raise OutputError(f"{dest}: cannot create folder ({e.strerror}); choose a writable output folder") from e
     try:
-        with _write_errors(dest):
+        with writing(dest):
             yield tmp
             if dest.is_dir():
                 os.replace(dest, old)
             os.replace(tmp, dest)
             _fsync(dest.parent)
+    except OutputError as e:  # a file inside failed: name the folder the user asked for, not its temporary twin
+        number = output_errno(e.__cause__) if e.__cause__ is not None else None
+        if number is None:
+            raise
+        raise output_error(dest, number) from e.__cause__
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and dest.exists():
@@ -210,42 +324,86 @@ def _inside(inner: Path, outer: Path) -> bool:
 PathSpec = str | os.PathLike[str] | None
 
 
-def check_paths(inputs: Mapping[str, PathSpec | list[PathSpec]], outputs: Mapping[str, PathSpec | list[PathSpec]],
-                *, output_folders: tuple[str, ...] = ()) -> None:
-    """Refuse a command whose outputs would write over one of its inputs, or over each other.
+@dataclass(frozen=True)
+class Reads:
+    """An input of which a command reads named files of a folder, not every file in it.
 
-    Every path is resolved (symlinks followed). An input folder (a dataset, a run folder, a folder of
-    audio or predictions) stands for every file it holds, and an output folder (named in
-    ``output_folders``: a run folder, a prepared dataset, an OBJ folder) for every file it will hold.
-    So an output overlaps an input when both are the same path, when the input lies inside an output
-    folder, or when the output lies inside an input folder and already exists there (it would replace
-    a file the input holds). Two outputs collide when they resolve to the same path. ``--overwrite``
-    lifts none of this: it replaces old outputs, never inputs.
+    A run folder is read for its checkpoint and assets, not for the reports a user keeps beside them; a
+    checkpoint file brings its run folder's assets along. The module that reads the files declares them
+    (``train.runs.run_reads``, ``data.dataset.dataset_reads``), so ``check_paths`` knows what it must
+    never write over and what ``--overwrite`` may replace.
+
+    Attributes:
+        path: the path the user gave (named in messages): a folder or a file.
+        folder: the folder ``patterns`` are relative to.
+        patterns: glob patterns of the files read there, e.g. ``best.safetensors`` or ``clips/*.npz``.
+    """
+
+    path: str | os.PathLike[str]
+    folder: str | os.PathLike[str]
+    patterns: tuple[str, ...]
+
+    def files(self) -> set[Path]:
+        """Every file read, symlinks followed: the existing matches of ``patterns`` and ``path`` itself."""
+        folder = Path(self.folder)
+        found = {_resolved(match) for pattern in self.patterns for match in folder.glob(pattern)}
+        return found | {_resolved(self.path)}
+
+
+InputSpec = PathSpec | Reads
+
+
+def check_paths(inputs: Mapping[str, InputSpec | list[InputSpec]], outputs: Mapping[str, PathSpec | list[PathSpec]],
+                *, output_folders: tuple[str, ...] = (), overwrite: bool = False) -> None:
+    """Refuse a command whose outputs would write over one of the files it reads, or over each other.
+
+    Every path is resolved (symlinks followed). A plain input folder (a folder of audio or predictions,
+    a raw dataset) stands for every file it holds; an input given as ``Reads`` stands for the files it
+    names (a run folder's checkpoints and assets, a prepared dataset's files). An output folder (named in
+    ``output_folders``: a run folder, a prepared dataset, an OBJ folder) stands for every file it will
+    hold. So an output overlaps an input when it is an input file (or the input folder itself), when an
+    output folder holds an input, or when it would replace an existing file of a plain input folder.
+    ``--overwrite`` never lifts these. An existing file inside a ``Reads`` folder that the command does
+    not read (a report kept beside a run) may be replaced, and only with ``overwrite``. Two outputs
+    collide when they resolve to the same path, or one output folder holds the other output.
 
     Args:
-        inputs: ``{label: path, list of paths, or None}``; the label names the flag or argument
+        inputs: ``{label: path, Reads, a list of them, or None}``; the label names the flag or argument
             (``--template``, ``AUDIO``).
-        outputs: the same for the outputs.
+        outputs: the same for the outputs (plain paths).
         output_folders: labels of ``outputs`` whose paths are folders.
+        overwrite: the command's ``--overwrite``.
 
     Raises:
         OutputError: naming both paths and their labels.
     """
-    def flat(items: Mapping[str, PathSpec | list[PathSpec]]) -> list[tuple[str, Path, Path]]:
-        return [(label, Path(p), _resolved(p)) for label, value in items.items()
+    def flat(items: Mapping[str, Any]) -> list[tuple[str, Any, Path]]:
+        return [(label, p, _resolved(p.path if isinstance(p, Reads) else p)) for label, value in items.items()
                 for p in (value if isinstance(value, list) else [value]) if p is not None]
 
     outs = flat(outputs)
+    ins = [(label, spec, real, spec.files() if isinstance(spec, Reads) else None) for label, spec, real in flat(inputs)]
     for i, (olabel, opath, oreal) in enumerate(outs):
-        for ilabel, ipath, ireal in flat(inputs):
-            holds = olabel in output_folders and _inside(ireal, oreal)
-            replaces = ireal.is_dir() and _inside(oreal, ireal) and (oreal == ireal or oreal.exists())
-            if holds or replaces or ireal == oreal:
-                where = "is" if ireal == oreal else ("holds" if holds else "would replace a file inside")
+        is_folder = olabel in output_folders
+        for ilabel, ispec, ireal, read in ins:
+            ipath = ispec.path if isinstance(ispec, Reads) else ispec
+            if read is None:  # a plain path: a file, or a folder all of whose files are inputs
+                where = ("is" if ireal == oreal else "holds" if is_folder and _inside(ireal, oreal) else
+                         "would replace a file inside" if ireal.is_dir() and _inside(oreal, ireal) and oreal.exists()
+                         else None)
+            else:
+                where = ("is" if ireal == oreal else "is a file read from" if oreal in read else
+                         "holds" if is_folder and any(_inside(r, oreal) for r in read) else None)
+                if where is None and not (overwrite or is_folder) and oreal.exists() and \
+                        _inside(oreal, _resolved(ispec.folder)):
+                    raise OutputError(f"{olabel} {opath}: already exists (inside the input {ilabel} {ipath}, which "
+                                      "this command does not read); pass --overwrite to replace it or choose "
+                                      "another output path")
+            if where is not None:
                 raise OutputError(f"{olabel} {opath} {where} the input {ilabel} {ipath}; writing it would destroy "
                                   "the input (--overwrite never replaces inputs); choose another output path")
         for olabel2, opath2, oreal2 in outs[:i]:
-            if oreal == oreal2 or (olabel in output_folders and _inside(oreal2, oreal)) or \
+            if oreal == oreal2 or (is_folder and _inside(oreal2, oreal)) or \
                     (olabel2 in output_folders and _inside(oreal, oreal2)):
                 raise OutputError(f"{olabel} {opath} and {olabel2} {opath2} are the same path; the second would "
                                   "replace the first; choose distinct output paths")
@@ -257,9 +415,18 @@ READ_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, z
                pickle.UnpicklingError, UnicodeDecodeError, RuntimeError, AttributeError)
 
 
+_OS_REASONS = {
+    errno.ELOOP: "a symlink loop: the link leads back to itself",
+    errno.EISDIR: "it is a folder; expected a file",
+    errno.ENOTDIR: "a file stands where a folder is expected",
+    errno.EACCES: "permission denied",
+    errno.EIO: "input/output error: the disk or network share failed",
+}
+
+
 def _reason(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.errno == errno.ELOOP:
-        return "a symlink loop"
+    if isinstance(e, OSError) and e.errno in _OS_REASONS:
+        return _OS_REASONS[e.errno]
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     if isinstance(e, EOFError):
@@ -270,23 +437,76 @@ def _reason(e: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def reading(path: str | os.PathLike[str], what: str, error: type[TalkfaceError], hint: str) -> Iterator[None]:
-    """Map any failure of the reader in the block to ``error`` naming ``path`` (TalkfaceErrors pass through).
+def reading(path: str | os.PathLike[str], what: str, error: type[TalkfaceError], hint: str, *,
+            catch: tuple[type[BaseException], ...] = READ_ERRORS, output: PathSpec = None) -> Iterator[None]:
+    """Map any failure of the reader in the block to ``error`` naming the file (TalkfaceErrors pass through).
+
+    The file named is the one the OSError names (a member of a folder being walked: a symlink loop in a
+    dataset, a folder where a file should be), else ``path``.
 
     Args:
-        path: the file being read.
+        path: the file (or folder) being read.
         what: what it should be (``an animation``, ``a prepared clip``).
         error: the TalkfaceError subclass to raise.
         hint: what to do (``re-export it``).
+        catch: the exception types to map (``reading_folder``: OSError only).
+        output: the command's output folder, if the block also writes there: an OSError naming a file
+            inside it is an OutputError, not a bad input.
     """
     try:
         yield
     except TalkfaceError:
         raise
-    except FileNotFoundError as e:
-        raise error(f"{path}: no such file; expected {what}") from e
-    except READ_ERRORS as e:
-        raise error(f"{path}: cannot read {what} ({_reason(e)}); {hint}") from e
+    except catch as e:
+        named = os.fsdecode(e.filename) if isinstance(e, OSError) and e.filename else None
+        culprit = named if named is not None else path
+        if output is not None and named is not None and _inside(_resolved(named), _resolved(output)):
+            number = output_errno(e)
+            raise (output_error(named, number) if number is not None else
+                   OutputError(f"{named}: cannot write it ({_reason(e)}); choose another output folder")) from e
+        if isinstance(e, FileNotFoundError) and (named is None or _resolved(named) == _resolved(path)):
+            raise error(f"{path}: no such file; expected {what}") from e
+        if isinstance(e, FileNotFoundError):
+            raise error(f"{culprit}: vanished while reading {what} (moved or deleted meanwhile?); {hint}") from e
+        raise error(f"{culprit}: cannot read {what} ({_reason(e)}); {hint}") from e
+
+
+def reading_folder(folder: str | os.PathLike[str], what: str, error: type[TalkfaceError], hint: str, *,
+                   output: PathSpec = None) -> contextlib.AbstractContextManager[None]:
+    """``reading`` for a whole reader of a folder tree (a dataset): every OSError of listing, probing or
+    reading becomes ``error`` naming the file it came from; other errors pass through (readers map the
+    contents of each file themselves)."""
+    return reading(folder, what, error, hint, catch=(OSError,), output=output)
+
+
+def path_kind(path: str | os.PathLike[str]) -> str | None:
+    """``"file"``, ``"folder"``, ``"other"`` (a device, a pipe) or None when nothing is there.
+
+    Unlike ``Path.exists``/``is_file``/``is_dir``, a symlink loop or a path that cannot be examined
+    (denied, I/O error) raises its OSError instead of looking like a missing file, so a reader inside
+    ``reading_folder`` names it rather than saying "missing" or silently skipping it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return "folder" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def file_exists(path: str | os.PathLike[str]) -> bool:
+    """``path_kind`` for a path that must be a file: True, False when absent; a folder raises IsADirectoryError."""
+    kind = path_kind(path)
+    if kind == "folder":
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+    return kind is not None
+
+
+def folder_exists(path: str | os.PathLike[str]) -> bool:
+    """``path_kind`` for a path that must be a folder: True, False when absent; a file raises NotADirectoryError."""
+    kind = path_kind(path)
+    if kind not in (None, "folder"):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(path))
+    return kind == "folder"
 
 
 def read_npz(path: str | os.PathLike[str], what: str, error: type[TalkfaceError], hint: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from talkface.errors import TemplateError
-from talkface.io.fileio import read_npy, read_npz, write_text_atomic
+from talkface.io.fileio import file_exists, read_npy, read_npz, reading, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,22 @@ class Template:
     @property
     def num_vertices(self) -> int:
         return int(self.vertices.shape[0])
+
+
+def check_face_indices(faces: np.ndarray, num_vertices: int, source: str) -> np.ndarray:
+    """(F, 3) integer triangles whose indices all lie in 0..V-1, as int32.
+
+    Raises:
+        TemplateError: naming ``source`` (the file they came from): not integers, or indices outside the mesh.
+    """
+    faces = np.asarray(faces)
+    if faces.dtype == object or not np.issubdtype(faces.dtype, np.integer):
+        raise TemplateError(f"{source}: faces are {faces.dtype}; expected (F, 3) integer vertex indices")
+    if faces.min() < 0 or faces.max() >= num_vertices:
+        raise TemplateError(f"{source}: faces index vertices {faces.min()}..{faces.max()} but the mesh has "
+                            f"{num_vertices} (0..{num_vertices - 1}); the faces belong to another mesh: write the "
+                            "file again with its own topology")
+    return faces.astype(np.int32)
 
 
 def check_vertices(vertices: np.ndarray, source: str, num_vertices: int | None = None) -> np.ndarray:
@@ -67,7 +83,9 @@ def load_mesh(path: str | os.PathLike[str], num_vertices: int | None = None) -> 
         TemplateError: missing/unreadable file or wrong vertex count.
     """
     p = Path(path)
-    if not p.is_file():
+    with reading(p, "a mesh", TemplateError, "fix the link or pass another mesh"):
+        present = file_exists(p)  # a symlink loop or a folder is named as such, not "no such file"
+    if not present:
         raise TemplateError(f"{p}: no such mesh file")
     suffix = p.suffix.lower()
     try:
@@ -98,7 +116,7 @@ def load_mesh(path: str | os.PathLike[str], num_vertices: int | None = None) -> 
         if faces.ndim != 2 or faces.shape[1] != 3 or faces.size == 0:
             faces = None
         else:
-            faces = faces.astype(np.int32)
+            faces = check_face_indices(faces, vertices.shape[0], str(p))
     return Template(vertices=vertices, faces=faces)
 
 

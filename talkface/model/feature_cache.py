@@ -15,14 +15,19 @@ therefore never reuses stale features.
 
 Tiers: memory (least recently used first out, bounded in bytes), then a folder (normally
 ``RUN/feature_cache/``), one ``<key>.safetensors`` per clip, written atomically. A damaged or
-foreign file counts as a miss and is rewritten; a failed write (disk full) is skipped and counted,
-since the cache only saves time.
+foreign file counts as a miss and is rewritten. A failed write (disk full, read-only, quota: the
+``OutputError`` of ``fileio.writing``) warns once and turns the folder's writes off for the rest of the
+run; it does not stop training. The cache only saves time (the features are recomputed, identically),
+so losing it must not lose hours of training, and retrying every clip on a full disk would only slow
+the run; the checkpoint writer, which does matter, still stops with the same typed error if the disk
+stays full.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +116,7 @@ class CacheStats:
         disk_hits: lookups answered from the folder (then kept in memory).
         misses: lookups that computed the features.
         bypassed: lookups skipped because caching did not apply (see ``reason``).
-        write_errors: folder writes that failed (skipped).
+        write_errors: folder writes that failed (the first one turns the folder's writes off).
         memory_bytes / memory_items: what the memory tier holds now.
         reason: the last reason the cache was bypassed, or None.
     """
@@ -214,15 +219,18 @@ class FeatureCache:
 
     def _write(self, key: str, features: torch.Tensor) -> None:
         path = self.path_for(key)
-        if path is None or path.is_file():
+        if path is None or self.stats.write_errors or path.is_file():
             return
         try:
             with atomic_path(path) as tmp:
                 save_file({"features": features.to("cpu").contiguous()}, str(tmp),
                           metadata={"format": FORMAT, "version": FORMAT_VERSION, "key": key})
-        except (OutputError, OSError) as e:  # the cache only saves time: training goes on without this file
+        except (OutputError, OSError) as e:  # the cache only saves time: training goes on without the folder
             self.stats.write_errors += 1
             self.stats.last_write_error = str(e)
+            warnings.warn(f"{e}; the CNN feature cache stops writing to {self.folder} for the rest of this run "
+                          "(training goes on; the features are recomputed when needed)", RuntimeWarning,
+                          stacklevel=2)
 
 
 def remove_stale_temp_files(folder: Path) -> None:

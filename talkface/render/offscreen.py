@@ -214,7 +214,7 @@ def _check_mesh(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | No
     if faces.min() < 0 or faces.max() >= vertices.shape[1]:
         raise TemplateError(
             f"faces index vertices {faces.min()}..{faces.max()} but the mesh has {vertices.shape[1]}; "
-            "use the faces of the animation's topology (--faces)"
+            "pass --template with the topology of this animation's mesh"
         )
     if colors is not None and colors.shape != vertices.shape:
         raise TemplateError(f"colors have shape {colors.shape}; expected {vertices.shape} like the vertices")
@@ -403,7 +403,7 @@ def render_video(
         check_audio_samples(audio_path)
     faces = animation.faces if animation.faces is not None else (compare.faces if compare is not None else None)
     if faces is None:
-        raise TemplateError("the animation has no faces; pass the mesh's faces (--template or --faces)")
+        raise TemplateError("the animation has no faces; pass the mesh's faces (--template MESH)")
     low, high = error_range_mm
     if not (np.isfinite(low) and np.isfinite(high) and 0 <= low < high):
         raise ConfigError(f"error range is {error_range_mm} mm; expected 0 <= low < high, e.g. (0, 3)")

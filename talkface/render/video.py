@@ -23,7 +23,7 @@ from typing import IO, cast
 import numpy as np
 
 from talkface.errors import AudioError, ConfigError, RenderError
-from talkface.io.fileio import atomic_path
+from talkface.io.fileio import atomic_path, output_error, tool_output_errno
 
 # Seconds to wait for ffmpeg to finish after the last frame (flushing the encoder and muxing).
 _FFMPEG_FINISH_TIMEOUT_S = 600.0
@@ -195,6 +195,8 @@ def write_mp4(
                     close()  # a generator source (the renderer) is released now, not at collection
             err.seek(0)
             message = err.read().decode("utf-8", "replace")
+        if code != 0 and (number := tool_output_errno(message)) is not None:
+            raise output_error(dest, number)  # ffmpeg could not write the file: the disk, not the video
         if code != 0:
             raise RenderError(f"{dest}: ffmpeg failed (exit {code}):\n{_tail(message)}\ncommand: {' '.join(cmd)}")
         if written != num_frames:

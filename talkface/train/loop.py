@@ -26,7 +26,7 @@ import numpy as np
 from talkface.config import ModelConfig, TrainConfig, to_dict
 from talkface.data import pad_batch
 from talkface.errors import CheckpointError, DatasetError, InterruptedRun, OutputError, TalkfaceError
-from talkface.io.fileio import write_text_atomic
+from talkface.io.fileio import write_text_atomic, writing
 from talkface.model import CACHE_DIR, FeatureCache, TalkFaceModel, load_pretrained_encoder_config
 from talkface.model.checkpoint import save_checkpoint
 from talkface.model.feature_cache import remove_stale_temp_files
@@ -158,7 +158,8 @@ class TrainLoop:
         run = self.run_dir
         if fresh:  # the hidden folder of a killed fresh run is garbage
             shutil.rmtree(run, ignore_errors=True)
-        run.mkdir(parents=True, exist_ok=True)
+        with writing(run):
+            run.mkdir(parents=True, exist_ok=True)
         if fresh:
             copy_run_assets(self.data_dir, run)
         else:  # temp files of a killed session (atomic writes that never got renamed)
@@ -336,8 +337,9 @@ class TrainLoop:
         save_checkpoint(self.run_dir / "last.safetensors", self.model, extra=extra)
         if better:
             save_checkpoint(self.run_dir / "best.safetensors", self.model, extra=extra)
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        # rewritten whole rather than appended: on a full disk an append could leave half a line behind
+        write_text_atomic(self.run_dir / "metrics.jsonl",
+                          "".join(json.dumps(h) + "\n" for h in [*self.history, record]))
         write_loss_plot(self.run_dir / "loss.png", [*self.history, record])
         if self.writer is not None:
             at = self._tb_step(record["epoch"] + 1, 0)
@@ -373,6 +375,8 @@ class TrainLoop:
                     self.writer.close()
                     self.writer = None
                 shutil.rmtree(self.run_dir, ignore_errors=True)
+            if isinstance(error, OutputError):  # name the run folder the user chose, not its hidden twin
+                error.args = (str(error).replace(str(self.run_dir), str(self.final_dir)),)
             return
         if not (self.run_dir / STATE_FILE).is_file():
             return

@@ -24,10 +24,25 @@ from pathlib import Path
 
 import numpy as np
 
-from talkface.errors import CheckpointError
-from talkface.io.fileio import atomic_path, read_npy, read_npz, reading
+from talkface.errors import CheckpointError, TemplateError
+from talkface.io.fileio import Reads, atomic_path, file_exists, read_npy, read_npz, reading, reading_folder
+from talkface.io.mesh import check_face_indices
+from talkface.model.checkpoint import RUN_FILES
 
 RUN_ASSETS = ("templates.npz", "faces.npy", "regions.npz")
+
+
+def run_reads(checkpoint: str | os.PathLike[str]) -> Reads:
+    """The files ``animate``, ``render`` and ``evaluate`` read for ``--checkpoint`` (for ``fileio.check_paths``).
+
+    A run folder: its checkpoints and assets; a checkpoint file: itself and the assets of its folder
+    (``load_run_assets`` reads them there). Reports, plots and animations kept in the run folder are not
+    read, so ``--overwrite`` may replace them.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        return Reads(path, path, (*RUN_FILES, *RUN_ASSETS))
+    return Reads(path, path.parent, (path.name, *RUN_ASSETS))
 
 
 @dataclass(frozen=True)
@@ -59,15 +74,23 @@ def load_run_assets(folder: str | os.PathLike[str]) -> RunAssets:
     regions: dict[str, np.ndarray] = {}
     faces = None
     hint = "copy the run folder again, or re-run training"
-    if (folder / "templates.npz").is_file():
+    with reading_folder(folder, "it as part of the run folder", CheckpointError, hint):
+        present = {name: file_exists(folder / name) for name in RUN_ASSETS}  # a symlink loop is not "absent"
+    if present["templates.npz"]:
         templates = read_npz(folder / "templates.npz", "the run's templates", CheckpointError, hint)
         with reading(folder / "templates.npz", "the run's templates", CheckpointError, hint):
             templates = {k: v.astype(np.float32) for k, v in templates.items()}
-    if (folder / "faces.npy").is_file():
+    if present["faces.npy"]:
         faces = read_npy(folder / "faces.npy", "the run's mesh faces", CheckpointError, hint)
         with reading(folder / "faces.npy", "the run's mesh faces", CheckpointError, hint):
             faces = faces.astype(np.int32)
-    if (folder / "regions.npz").is_file():
+        if templates and faces.size:  # an index outside the mesh would fail far away, in a renderer or glTF writer
+            num_vertices = next(iter(templates.values())).shape[0]
+            try:
+                faces = check_face_indices(faces, num_vertices, str(folder / "faces.npy"))
+            except TemplateError as e:
+                raise CheckpointError(f"{e}; {hint}") from e
+    if present["regions.npz"]:
         regions = read_npz(folder / "regions.npz", "the run's regions", CheckpointError, hint)
         with reading(folder / "regions.npz", "the run's regions", CheckpointError, hint):
             regions = {k: v.astype(np.int64) for k, v in regions.items()}

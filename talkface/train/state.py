@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from talkface.errors import CheckpointError, ConfigError
-from talkface.io.fileio import atomic_path, reading
+from talkface.io.fileio import atomic_path, reading, write_with
 
 STATE_FILE = "state.pt"
 STATE_FORMAT = "talkface-train-state"
@@ -160,7 +160,7 @@ def save_state(run: Path, *, model: Any, optimizer: Any, scaler: Any, position: 
     }
     path = run / STATE_FILE
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        write_with(tmp, lambda f: torch.save(state, f))
     return path
 
 
@@ -239,7 +239,7 @@ def save_rank_rng(run: Path, rank: int, position: Position, recent: list[dict[st
     entries = [e for e in recent if e["position"] != key][-1:] + [{"position": key,
                                                                    "rng": _saveable_rng(position.rng)}]
     with atomic_path(rank_rng_file(run, rank)) as tmp:
-        torch.save({"format": RANK_RNG_FORMAT, "rank": rank, "entries": entries}, tmp)
+        write_with(tmp, lambda f: torch.save({"format": RANK_RNG_FORMAT, "rank": rank, "entries": entries}, f))
     return entries
 
 
