@@ -1650,8 +1650,6 @@ def test_animate_never_writes_over_the_templates_beside_a_checkpoint_file(env: E
                                                                                   "input")))
 
 
-@pytest.mark.xfail(strict=True, reason="cli/stream.py (the live helper's) passes --checkpoint to check_paths as a "
-                   "plain path; passing train.runs.run_reads(checkpoint) fixes it, then drop this mark")
 def test_stream_never_writes_over_the_templates_beside_a_checkpoint_file(env: Env, tmp_path: Path) -> None:
     build = _as_stream(over_the_templates_beside_a_checkpoint_file)
     run_case(env, tmp_path, Case(build, 1, ("--checkpoint", "templates.npz", "input")))
