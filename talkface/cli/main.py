@@ -22,6 +22,7 @@ from talkface.cli.evaluate import evaluate
 from talkface.cli.prepare import prepare_app
 from talkface.cli.stream import stream
 from talkface.cli.train import train
+from talkface.cli.view import view
 from talkface.errors import TalkfaceError
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ app.command()(train)
 app.command()(animate)
 app.command()(stream)
 app.command()(render)
+app.command()(view)
 app.command()(evaluate)
 app.command()(info)
 app.command("import-faceformer")(import_faceformer_cmd)
