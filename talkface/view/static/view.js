@@ -58,10 +58,54 @@ camera.add(light.target);
 scene.add(camera);
 scene.add(new THREE.AmbientLight(0xffffff, 0.2 * Math.PI / (1 - 0.8)));
 
+// Shading. 'fast' (default, as `talkface render`'s): the renderer's BRDF, light and material evaluated per
+// vertex here (talkface/render/gl.py's shader, term by term) and drawn unlit with MeshBasicMaterial, so the
+// GPU (often SwiftShader, i.e. the CPU) only interpolates colours. 'pbr': three's MeshStandardMaterial per pixel.
+const BASE = 0.3, METALLIC = 0.8, ROUGHNESS = 0.8, AMBIENT = 0.2, INTENSITY = 8.0;
+let shading = 'fast';
+
 function faceMaterial(vertexColors = false) {
-  const color = new THREE.Color().setRGB(0.3, 0.3, 0.3, THREE.LinearSRGBColorSpace);
-  return new THREE.MeshStandardMaterial({ color, metalness: 0.8, roughness: 0.8, vertexColors,
+  if (shading === 'fast') return new THREE.MeshBasicMaterial({ vertexColors: true, side: THREE.FrontSide });
+  const color = new THREE.Color().setRGB(BASE, BASE, BASE, THREE.LinearSRGBColorSpace);
+  return new THREE.MeshStandardMaterial({ color, metalness: METALLIC, roughness: ROUGHNESS, vertexColors,
                                           side: THREE.FrontSide });
+}
+
+const _l = new THREE.Vector3();
+function shadeVertices(mesh, tint) {
+  // pyrender's metallic-roughness BRDF for one directional light along the camera's -z, plus ambient;
+  // gamma 1/2.2 per vertex (the output colour space is linear in this mode)
+  const position = mesh.geometry.attributes.position.array, normal = mesh.geometry.attributes.normal.array;
+  const colors = mesh.geometry.attributes.color;
+  const out = colors.array;
+  const cx = camera.position.x, cy = camera.position.y, cz = camera.position.z;
+  _l.set(0, 0, 1).applyQuaternion(camera.quaternion);
+  const lx = _l.x, ly = _l.y, lz = _l.z;
+  const cDiff = BASE * (1 - 0.04) * (1 - METALLIC), f0 = 0.04 * (1 - METALLIC) + BASE * METALLIC;
+  const r = ROUGHNESS + 1, k = r * r / 8, a2 = ROUGHNESS ** 4, ambient = BASE * AMBIENT;
+  for (let i = 0; i < out.length; i += 3) {
+    let vx = cx - position[i], vy = cy - position[i + 1], vz = cz - position[i + 2];
+    const vn = Math.hypot(vx, vy, vz) || 1;
+    vx /= vn; vy /= vn; vz /= vn;
+    const nx = normal[i], ny = normal[i + 1], nz = normal[i + 2];
+    let hx = lx + vx, hy = ly + vy, hz = lz + vz;
+    const hn = Math.hypot(hx, hy, hz) || 1;
+    hx /= hn; hy /= hn; hz /= hn;
+    const nl = Math.min(1, Math.max(0.001, nx * lx + ny * ly + nz * lz));
+    const nv = Math.min(1, Math.max(0.001, Math.abs(nx * vx + ny * vy + nz * vz)));
+    const nh = Math.min(1, Math.max(0, nx * hx + ny * hy + nz * hz));
+    const vh = Math.min(1, Math.max(0, vx * hx + vy * hy + vz * hz));
+    const F = f0 + (1 - f0) * (1 - vh) ** 5;
+    const G = nv / (nv * (1 - k) + k) * nl / (nl * (1 - k) + k);
+    const d = nh * nh * (a2 - 1) + 1;
+    const D = a2 / (Math.PI * d * d);
+    const c = ambient + nl * INTENSITY * ((1 - F) * cDiff / Math.PI + F * G * D / (4 * nl * nv + 0.001));
+    for (let j = 0; j < 3; j++) {
+      const tinted = tint ? c * tint[i + j] : c;
+      out[i + j] = Math.min(1, Math.max(0, tinted)) ** (1 / 2.2);
+    }
+  }
+  colors.needsUpdate = true;
 }
 
 function makeMesh(positions, faces) {
@@ -70,6 +114,7 @@ function makeMesh(positions, faces) {
   position.setUsage(THREE.DynamicDrawUsage);
   geometry.setAttribute('position', position);
   geometry.setIndex(new THREE.BufferAttribute(faces, 1));
+  geometry.setAttribute('color', new THREE.BufferAttribute(new Float32Array(positions.length).fill(1), 3));
   geometry.computeVertexNormals();
   const mesh = new THREE.Mesh(geometry, faceMaterial());
   mesh.frustumCulled = false;
@@ -103,6 +148,7 @@ function render() {
     camera.aspect = w / height;
     camera.updateProjectionMatrix();
     pane.object.visible = true;
+    if (shading === 'fast' && pane.object.isMesh) shadeVertices(pane.object, pane.tint ? pane.tint() : null);
     renderer.render(scene, camera);
     pane.object.visible = false;
   });
@@ -118,8 +164,26 @@ function clearScene() {
   panes = [];
 }
 
-$('wireframe').addEventListener('change', () => {
-  for (const pane of panes) pane.object.traverse((o) => { if (o.material) o.material.wireframe = $('wireframe').checked; });
+function applyMaterials() {
+  renderer.outputColorSpace = shading === 'fast' ? THREE.LinearSRGBColorSpace : THREE.SRGBColorSpace;
+  for (const pane of panes) {
+    pane.object.traverse((o) => {
+      if (!o.isMesh) return;
+      o.material = faceMaterial(Boolean(pane.tint));
+      o.material.wireframe = $('wireframe').checked;
+      if (shading === 'pbr' && o.geometry.attributes.color) {  // per-pixel: the colour attribute carries only the error tint
+        o.geometry.attributes.color.array.fill(1);
+        o.geometry.attributes.color.needsUpdate = true;
+      }
+    });
+  }
+  $('shading').value = shading;
+  state.frame = -1;
+}
+$('wireframe').addEventListener('change', applyMaterials);
+$('shading').addEventListener('change', () => {
+  shading = item && item.mixer ? 'pbr' : $('shading').value;  // a GLB moves on the GPU (morph targets)
+  applyMaterials();
 });
 
 // ------------------------------------------------------------------------------------------ offline
@@ -192,21 +256,16 @@ function drawColorbar(meta) {
 
 function configureCompare() {
   const mode = item.gt ? $('compare').value : 'off';
-  item.pred.material = faceMaterial(mode === 'error');
-  item.pred.material.wireframe = $('wireframe').checked;
-  if (mode === 'error') {
-    item.pred.geometry.setAttribute('color', new THREE.BufferAttribute(new Float32Array(item.numVertices * 3), 3));
-  } else {
-    item.pred.geometry.deleteAttribute('color');
-  }
+  item.predPane.tint = mode === 'error' ? () => item.tint : null;
   if (item.truth) item.truthPane.visible = mode === 'beside';
   $('colorbar').hidden = mode !== 'error';
   if (mode === 'error') drawColorbar(item.meta);
+  applyMaterials();
 }
 
 function colourErrors(frame) {
   const { vertices, gt, numVertices, lut, meta } = item;
-  const colors = item.pred.geometry.attributes.color;
+  const colors = { array: item.tint };
   const gtFrame = Math.min(frame, item.gtFrames - 1);
   const [low, high] = meta.error_range_mm, n = lut.length;
   const p = frame * numVertices * 3, g = gtFrame * numVertices * 3;
@@ -217,7 +276,10 @@ function colourErrors(frame) {
     const k = Math.min(n - 1, Math.max(0, Math.round((mm - low) / (high - low) * (n - 1))));
     colors.array[3 * v] = lut[k][0]; colors.array[3 * v + 1] = lut[k][1]; colors.array[3 * v + 2] = lut[k][2];
   }
-  colors.needsUpdate = true;
+  if (shading === 'pbr') {
+    item.pred.geometry.attributes.color.array.set(item.tint);
+    item.pred.geometry.attributes.color.needsUpdate = true;
+  }
 }
 
 async function openItem(id) {
@@ -260,9 +322,11 @@ async function loadMesh(meta) {
   const numVertices = meta.num_vertices;
   const pred = makeMesh(vertices.subarray(0, numVertices * 3), faces);
   scene.add(pred);
-  panes.push({ object: pred, label: 'prediction' });
-  const loaded = { meta, vertices, gt, faces, pred, numVertices, fps: meta.fps, numFrames: meta.num_frames,
-                   gtFrames: meta.gt_frames || 0, lut: lutLinear(meta.colormap) };
+  const predPane = { object: pred, label: 'prediction', tint: null };
+  panes.push(predPane);
+  const loaded = { meta, vertices, gt, faces, pred, predPane, numVertices, fps: meta.fps, numFrames: meta.num_frames,
+                   gtFrames: meta.gt_frames || 0, lut: lutLinear(meta.colormap),
+                   tint: new Float32Array(numVertices * 3).fill(1) };
   if (gt) {
     loaded.truth = makeMesh(gt.subarray(0, numVertices * 3), faces);
     scene.add(loaded.truth);
@@ -278,9 +342,11 @@ async function loadMesh(meta) {
 async function loadGltf(meta) {
   const gltf = await new GLTFLoader().loadAsync(`/api/item/${meta.id}/model`);
   const root = gltf.scene;
-  root.traverse((o) => { if (o.isMesh) { o.material = faceMaterial(); o.frustumCulled = false; } });
+  root.traverse((o) => { if (o.isMesh) o.frustumCulled = false; });
   scene.add(root);
   panes.push({ object: root, label: meta.name });
+  shading = 'pbr';  // its vertices move on the GPU (morph targets): no per-vertex shading here
+  applyMaterials();
   const clip = gltf.animations[0];
   let fps = 30, numFrames = 1;
   if (clip && clip.tracks.length && clip.tracks[0].times.length > 1) {
@@ -301,7 +367,7 @@ function showFrame(frame) {
   } else {
     setPositions(item.pred, item.vertices, frame * item.numVertices * 3);
     if (item.truth) setPositions(item.truth, item.gt, Math.min(frame, item.gtFrames - 1) * item.numVertices * 3);
-    if (item.pred.geometry.attributes.color) colourErrors(frame);
+    if (item.predPane.tint) colourErrors(frame);
   }
   const errors = item.meta.lip_errors_mm;
   state.lipErrorMm = errors && frame < errors.length ? errors[frame] : null;
@@ -542,6 +608,7 @@ async function startLive() {
   live.mesh = makeMesh(template, faces);
   scene.add(live.mesh);
   panes.push({ object: live.mesh, label: 'live' });
+  applyMaterials();
   for (const name of meta.styles) {
     const option = document.createElement('option');
     option.value = option.textContent = name;
@@ -576,13 +643,23 @@ async function startLive() {
 }
 
 // ------------------------------------------------------------------------------------------ main loop
-function loop() {
+const timing = { last: 0, ticks: 0, busyMs: 0, intervalMs: 0 };
+state.timing = timing;
+function loop(now) {
+  const start = performance.now();
   try {
     if (state.mode === 'live') tickLive(); else tickOffline();
     render();
   } catch (e) {
     showError(`drawing failed: ${e.message}`);
   }
+  // how long the page's own work takes per animation frame, and how often the browser calls it (ms)
+  if (timing.last) {
+    timing.ticks += 1;
+    timing.busyMs += (performance.now() - start - timing.busyMs) / Math.min(timing.ticks, 60);
+    timing.intervalMs += (now - timing.last - timing.intervalMs) / Math.min(timing.ticks, 60);
+  }
+  timing.last = now;
   requestAnimationFrame(loop);
 }
 
