@@ -98,7 +98,7 @@ def screenshot(folder: Path, out: Path) -> None:
     """The README's picture: prediction beside ground truth, mouth open, lip error shown."""
     anim, _, head, _ = jaw_animation(Path(folder), seconds=1.0, gt_scale=0.5, name="demo")
     np.savez(Path(folder) / "regions.npz", lips=head.regions["lips"])
-    browser = start_browser(size=(1100, 560))
+    browser = start_browser(size=(1100, 700))
     try:
         with ViewServer(str(anim), "--compare", str(Path(folder) / "demo_gt.npz"), "--regions",
                         str(Path(folder) / "regions.npz")) as server:
