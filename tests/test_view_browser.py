@@ -149,19 +149,34 @@ def test_bad_file_in_a_folder_shows_its_error_on_the_page(browser, tmp_path):
         assert not state["error"]
 
 
-def test_live_microphone_frames_match_talkface_stream(tmp_path):
-    """Chromium's fake microphone plays a wav; the page sends `seconds` of it, then an end: the frames that
-    come back are as many as ``talkface stream`` makes for that much audio, and a latency is shown."""
+@pytest.fixture(scope="module")
+def live_page(tmp_path_factory):
+    """A live server on a tiny run, and Chromium whose fake microphone loops mic.wav (3 s of test speech)."""
+    from talkface.io.audio import write_wav
+
+    folder = tmp_path_factory.mktemp("live")
+    run = tiny_run(folder)
+    wav = write_wav(folder / "mic.wav", speech(3.0))
+    browser = start_browser(("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                             f"--use-file-for-fake-audio-capture={wav}"))
+    try:
+        with ViewServer("--live", "--checkpoint", str(run), "--style", "alice", "--hop-ms", "50") as server:
+            yield server, browser, run, folder
+    finally:
+        browser.quit()
+
+
+def test_live_microphone_frames_match_talkface_stream(live_page):
+    """The page sends `seconds` of the fake microphone, then an end: the frames that come back are as many as
+    ``talkface stream`` makes for that much audio, and a latency is shown."""
     from talkface import workflows
     from talkface.inference.stream import StreamConfig
     from talkface.io.audio import load_audio, write_wav
     from talkface.io.frames import encode_frames, read_frames
 
-    run = tiny_run(tmp_path)
+    server, browser, run, folder = live_page
     seconds = 1.5
-    voice = speech(3.0)
-    wav = write_wav(tmp_path / "mic.wav", voice)
-    fed = write_wav(tmp_path / "fed.wav", voice[: round(seconds * 16000)])
+    fed = write_wav(folder / "fed.wav", speech(3.0)[: round(seconds * 16000)])
     # what `talkface stream FED --frames -` runs, in this process (a subprocess would load torch again)
     setup = workflows.open_stream(run, "alice", config=StreamConfig(hop_ms=50.0), hop_ms=50.0)
     records = io.BytesIO()
@@ -169,20 +184,46 @@ def test_live_microphone_frames_match_talkface_stream(tmp_path):
     workflows.run_stream(setup.streamer, feed, lambda first, v: records.write(encode_frames(first, v)), source=str(fed))
     expected = len(list(read_frames(io.BytesIO(records.getvalue()), 10)))
     assert 40 <= expected <= 45  # about 1.5 s at 30 fps
-    browser = start_browser(("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                             f"--use-file-for-fake-audio-capture={wav}"))
-    try:
-        with ViewServer("--live", "--checkpoint", str(run), "--style", "alice", "--hop-ms", "50") as server:
-            browser.get(f"{server.url}?seconds={seconds}&autostart=1")
-            state = wait_for(browser, lambda s: s["done"] is not None or bool(s["error"]), 60, "the live stream")
-            assert not state["error"], state["error"]
-            state = wait_for(browser, lambda s: s["framesReceived"] == s["done"]["frames"], 10, "the last frames")
-            assert state["samplesSent"] == round(seconds * 16000) == state["done"]["samples"]
-            assert state["done"]["frames"] == expected and state["lastIndex"] == expected - 1
-            assert state["latencyMs"] is not None and state["latencyMs"] > 0
-            assert "ms" in browser.execute_script("return document.getElementById('latency').textContent")
-    finally:
-        browser.quit()
+    browser.get(f"{server.url}?seconds={seconds}&autostart=1")
+    state = wait_for(browser, lambda s: s["done"] is not None or bool(s["error"]), 60, "the live stream")
+    assert not state["error"], state["error"]
+    state = wait_for(browser, lambda s: s["framesReceived"] == s["done"]["frames"], 10, "the last frames")
+    assert state["samplesSent"] == round(seconds * 16000) == state["done"]["samples"]
+    assert state["done"]["frames"] == expected and state["lastIndex"] == expected - 1
+    assert state["latencyMs"] is not None and state["latencyMs"] > 0
+    assert "ms" in browser.execute_script("return document.getElementById('latency').textContent")
+
+
+_DROP_WAV = """
+const n = 16000, bytes = new DataView(new ArrayBuffer(44 + 2 * n));
+const text = (o, t) => [...t].forEach((c, i) => bytes.setUint8(o + i, c.charCodeAt(0)));
+text(0, 'RIFF'); bytes.setUint32(4, 36 + 2 * n, true); text(8, 'WAVEfmt '); bytes.setUint32(16, 16, true);
+bytes.setUint16(20, 1, true); bytes.setUint16(22, 1, true); bytes.setUint32(24, 16000, true);
+bytes.setUint32(28, 32000, true); bytes.setUint16(32, 2, true); bytes.setUint16(34, 16, true);
+text(36, 'data'); bytes.setUint32(40, 2 * n, true);
+for (let i = 0; i < n; i++) bytes.setInt16(44 + 2 * i, Math.round(8000 * Math.sin(i / 16000 * 2 * Math.PI * 170)
+  * Math.max(0, Math.sin(i / 16000 * 2 * Math.PI * 3.3))), true);
+window.talkface.playFile(new File([bytes.buffer], 'dropped.wav', {type: 'audio/wav'}));
+"""
+
+
+def test_live_page_switches_reconnects_and_plays_a_dropped_file(live_page):
+    server, browser, _, _ = live_page
+    browser.get(server.url)  # no autostart: the microphone stays off
+    wait_for(browser, lambda s: s["ready"] and s["socket"] == "open", 30, "the live page")
+    browser.execute_script("window.talkface.dropSocket()")
+    wait_for(browser, lambda s: s["reconnects"] >= 1 and s["socket"] == "open", 30, "reconnecting")
+    browser.execute_script("document.getElementById('style').value = 'bob';"
+                           "const l = document.getElementById('lookahead'); l.value = '120';")
+    browser.execute_script(_DROP_WAV)  # 1 s of test speech, generated in the page, played as if live
+    state = wait_for(browser, lambda s: s["done"] is not None or bool(s["error"]), 60, "the dropped file")
+    assert not state["error"], state["error"]
+    assert state["style"] == "bob" and state["lookaheadMs"] == 120 and state["samplesSent"] == 16000
+    state = wait_for(browser, lambda s: s["framesReceived"] == s["done"]["frames"] > 0, 10, "the last frames")
+    # a file the browser cannot decode: the page says so
+    browser.execute_script("window.talkface.playFile(new File([new Uint8Array([1, 2, 3])], 'broken.wav'))")
+    state = wait_for(browser, lambda s: bool(s["error"]), 20, "the error for a broken file")
+    assert "broken.wav" in state["error"]
 
 
 @pytest.mark.slow

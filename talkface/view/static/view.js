@@ -460,6 +460,8 @@ function onLiveText(message) {
   if (message.type === 'ready') {
     live.meta = message;
     live.streaming = true;
+    state.style = message.style;
+    state.lookaheadMs = message.lookahead_ms;
     state.fps = message.fps;
     state.done = null;
     state.framesReceived = 0;
@@ -636,6 +638,7 @@ async function startLive() {
     if (e.dataTransfer.files.length) playFile(e.dataTransfer.files[0]);
   });
   window.talkface.playFile = playFile;
+  window.talkface.dropSocket = () => live.socket.close();  // for tests: the page must reconnect
   window.talkface.startMicrophone = startMicrophone;
   connect();
   state.ready = true;
