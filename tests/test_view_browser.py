@@ -133,7 +133,12 @@ def test_compare_shows_lip_error_and_error_map(browser, compared):
 
 
 def test_bad_file_in_a_folder_shows_its_error_on_the_page(browser, tmp_path):
-    jaw_animation(tmp_path, seconds=0.5, name="b_good")
+    """A folder: the bad file's message on the page, the good ones still open (a GLB through GLTFLoader)."""
+    from talkface.io.animation import load_animation
+    from talkface.io.gltf import write_gltf
+
+    good, _, _, _ = jaw_animation(tmp_path, seconds=2.0, name="b_good")
+    write_gltf(tmp_path / "c_morph.glb", load_animation(good))
     (tmp_path / "a_bad.npz").write_bytes(b"this is not an npz")
     with ViewServer(str(tmp_path)) as server:
         browser.get(server.url)
@@ -142,11 +147,22 @@ def test_bad_file_in_a_folder_shows_its_error_on_the_page(browser, tmp_path):
         shown = browser.execute_script("return document.getElementById('error').textContent")
         assert "a_bad.npz" in shown
         names = browser.execute_script("return [...document.getElementById('pick').options].map(o => o.text)")
-        assert names == ["a_bad.npz", "b_good.npz"]
+        assert names == ["a_bad.npz", "b_good.npz", "c_morph.glb"]
         browser.execute_script("const p = document.getElementById('pick'); p.value = '1';"
                                "p.dispatchEvent(new Event('change'));")
         state = wait_for(browser, lambda s: s["ready"], 30, "opening the good file")
         assert not state["error"]
+        _seek_and_wait(browser, 1.0, 30.0)
+        npz_shut = _canvas_image(browser)
+        browser.execute_script("const p = document.getElementById('pick'); p.value = '2';"
+                               "p.dispatchEvent(new Event('change'));")
+        state = wait_for(browser, lambda s: s["ready"] or bool(s["error"]), 30, "opening the GLB")
+        assert not state["error"] and state["numFrames"] == 60 and state["fps"] == 30.0
+        _seek_and_wait(browser, 1.0, 30.0)
+        shut = _canvas_image(browser)
+        _seek_and_wait(browser, 0.5, 30.0)
+        assert np.abs(_canvas_image(browser) - shut).max() > 40  # the morph targets open the mouth
+        assert np.abs(shut - npz_shut).mean() < 5  # the same face as the .npz (per-pixel shading vs per vertex)
 
 
 @pytest.fixture(scope="module")

@@ -351,8 +351,9 @@ async function loadGltf(meta) {
   let fps = 30, numFrames = 1;
   if (clip && clip.tracks.length && clip.tracks[0].times.length > 1) {
     const times = clip.tracks[0].times;  // T + 1 keys at k / fps (talkface's GLB writer)
-    fps = 1 / (times[1] - times[0]);
     numFrames = times.length - 1;
+    // key times are float32: 1/30 s comes back as 29.99999 fps, and floor(1.0 s x that) would be frame 29
+    fps = Math.round(numFrames / (times[numFrames] - times[0]) * 1000) / 1000;
   }
   const mixer = new THREE.AnimationMixer(root);
   if (clip) mixer.clipAction(clip).play();
