@@ -171,3 +171,20 @@ def test_live_socket_streams_as_many_frames_as_animate(live_server):
     model, _ = load_checkpoint(live_server.run, device="cpu")
     assert done["type"] == "done" and done["samples"] == audio.size
     assert indices == list(range(done["frames"])) and done["frames"] == model.num_frames_for(audio.size)
+
+
+def test_npy_needs_template_and_fps(tmp_path):
+    """A FaceFormer-style (T, V*3) .npy: faces from --template, frame rate from --fps; without them a clear error."""
+    from talkface.io.animation import load_animation
+    from talkface.io.mesh import obj_text
+
+    anim, _, head, _ = jaw_animation(tmp_path, seconds=0.5)
+    vertices = load_animation(anim).vertices
+    np.save(tmp_path / "pred.npy", vertices.reshape(len(vertices), -1))
+    (tmp_path / "head.obj").write_text(obj_text(head.vertices, head.faces))
+    item = Catalog([tmp_path / "pred.npy"], ViewOptions(template=tmp_path / "head.obj", fps=25.0)).get("0")
+    assert item.error is None and item.data.fps == 25.0 and item.audio is None
+    np.testing.assert_array_equal(item.data.faces, head.faces)
+    np.testing.assert_allclose(item.data.vertices, vertices, atol=1e-6)
+    missing = Catalog([tmp_path / "pred.npy"], ViewOptions(template=tmp_path / "head.obj")).get("0")
+    assert "--fps" in missing.error
