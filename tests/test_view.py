@@ -188,3 +188,27 @@ def test_npy_needs_template_and_fps(tmp_path):
     np.testing.assert_allclose(item.data.vertices, vertices, atol=1e-6)
     missing = Catalog([tmp_path / "pred.npy"], ViewOptions(template=tmp_path / "head.obj")).get("0")
     assert "--fps" in missing.error
+
+
+def test_cli_delegates_to_the_server_and_warns_for_another_host(tmp_path, monkeypatch):
+    anim, _, _, _ = jaw_animation(tmp_path, seconds=0.5)
+    calls = []
+    monkeypatch.setattr("talkface.view.server.serve", lambda state, host, port, on_ready: calls.append((host, port)))
+    result = CliRunner().invoke(app, ["view", str(anim), "--no-browser", "--host", "0.0.0.0", "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    assert calls == [("0.0.0.0", 8123)] and "warning" in result.output and "other machines" in result.output
+    calls.clear()
+    result = CliRunner().invoke(app, ["view", str(anim), "--no-browser"])
+    assert calls == [("127.0.0.1", 0)] and "warning" not in result.output
+
+
+def test_cli_says_when_the_port_is_taken(tmp_path):
+    import socket
+
+    anim, _, _, _ = jaw_animation(tmp_path, seconds=0.5)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["view", str(anim), "--no-browser", "--port", str(port)])
+    assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in result.output

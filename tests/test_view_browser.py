@@ -107,12 +107,15 @@ def test_offline_page_plays_by_the_audio_clock(browser, compared):
     checks = 0
     for _ in range(12):
         time.sleep(0.1)
-        state, audio_time = browser.execute_script(
-            "return [window.talkface.state, document.getElementById('audio').currentTime]")
+        state, audio_time, now = browser.execute_script(
+            "return [window.talkface.state, document.getElementById('audio').currentTime, performance.now()]")
         if state["playing"]:
             checks += 1
             assert state["frame"] == min(59, int(np.floor(state["time"] * fps)))
-            assert abs(state["frame"] - int(np.floor(audio_time * fps))) <= 1
+            # the audio clock read now, against the frame drawn at the page's last tick: within one frame,
+            # plus the frames that passed since that tick (a loaded machine delays ticks)
+            since = int(np.ceil((now - state["tickAt"]) / 1000 * fps))
+            assert -1 <= int(np.floor(audio_time * fps)) - state["frame"] <= 1 + since
     assert checks >= 3, "the audio did not play"
 
 

@@ -298,10 +298,15 @@ async function openItem(id) {
       audio.src = `/api/item/${id}/audio`;
       audio.playbackRate = Number($('speed').value);
       audio.loop = $('loop').checked;
-      await new Promise((resolve) => {
-        audio.addEventListener('loadedmetadata', resolve, { once: true });
-        audio.addEventListener('error', resolve, { once: true });
+      const playable = await new Promise((resolve) => {
+        audio.addEventListener('loadedmetadata', () => resolve(true), { once: true });
+        audio.addEventListener('error', () => resolve(false), { once: true });
       });
+      if (!playable) {  // e.g. a codec this browser lacks: play silently by the page's own clock
+        audio.removeAttribute('src');
+        audio.load();
+        showError(`the browser cannot play this item's audio; playing without sound (convert it to .wav)`);
+      }
     }
     clock.t = 0;
     state.fps = item.fps;
@@ -389,6 +394,7 @@ function tickOffline() {
   }
   state.seeked = false;
   state.time = t;
+  state.tickAt = performance.now();
   state.playing = playing;
   $('frame').textContent = `${frame + 1} / ${item.numFrames}`;
   $('time').textContent = `${t.toFixed(3)} s`;
