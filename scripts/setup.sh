@@ -62,7 +62,7 @@ fi
 # 4. The package with its extras, then PyOpenGL >= 3.1.4 in a second step: pyrender 0.1.45 pins
 #    PyOpenGL 3.1.0, which lacks OSMesaCreateContextAttribs (one resolve of both is impossible).
 log "installing talkface and its extras"
-$PIP -e ".[render,dev]"
+$PIP -e ".[render,dev,view]"
 $PIP "PyOpenGL==3.1.10" 2>&1 | grep -v "pyrender 0.1.45 requires PyOpenGL==3.1.0" || true
 "$VPY" -c "import OpenGL; assert OpenGL.__version__ == '3.1.10', OpenGL.__version__"
 # With an NVIDIA GPU, torch must see it: a CPU build or a CUDA build newer than the driver would

@@ -173,9 +173,11 @@ def test_info_and_demo_delegate(tmp_path, monkeypatch):
 
     monkeypatch.setattr("talkface.io.checkpoint_meta.read_checkpoint_meta", broken)
     assert "not a talkface checkpoint" in _ok(runner.invoke(app, ["info", str(tmp_path)]), 1).output
-    result_obj = SimpleNamespace(summary=lambda: {"clips": "3/1/1"}, video=tmp_path / "demo.mp4")
+    result_obj = SimpleNamespace(summary=lambda: {"clips": "3/1/1"}, video=tmp_path / "demo.mp4",
+                                 animation=tmp_path / "clip.npz")
     monkeypatch.setattr("talkface.demo.run_demo", lambda out, **kw: result_obj)
-    assert "demo.mp4" in _ok(runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])).output
+    output = _ok(runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])).output
+    assert "demo.mp4" in output and f"talkface view {tmp_path / 'clip.npz'}" in output
 
 
 def _tiny_run(folder, extra=None):
@@ -229,7 +231,7 @@ def test_demo_progress_times_each_stage_on_its_own(tmp_path, monkeypatch):
         on_progress("train (epoch 2/2, loss 0.4)", 2, 2)
         on_progress("render", 0, 3)
         on_progress("render", 3, 3)
-        return SimpleNamespace(summary=lambda: {}, video=out / "demo.mp4")
+        return SimpleNamespace(summary=lambda: {}, video=out / "demo.mp4", animation=out / "clip.npz")
 
     monkeypatch.setattr("talkface.demo.run_demo", fake_demo)
     lines = _ok(runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])).output.splitlines()

@@ -41,3 +41,4 @@ def demo(
         table.add_row(key, value)
     console.print(table)
     console.print(f"[bold green]video with sound:[/] {result.video}")
+    console.print(f"[bold green]see it in the browser:[/] talkface view {result.animation}", highlight=False, soft_wrap=True)

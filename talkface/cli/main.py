@@ -23,6 +23,7 @@ from talkface.cli.prepare import prepare_app
 from talkface.cli.rig import retarget
 from talkface.cli.stream import stream
 from talkface.cli.train import train
+from talkface.cli.view import view
 from talkface.errors import TalkfaceError
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app.command()(animate)
 app.command()(stream)
 app.command()(render)
 app.command()(retarget)
+app.command()(view)
 app.command()(evaluate)
 app.command()(info)
 app.command("import-faceformer")(import_faceformer_cmd)
