@@ -188,19 +188,20 @@ def live_page(tmp_path_factory):
 def test_live_microphone_frames_match_talkface_stream(live_page):
     """The page sends `seconds` of the fake microphone, then an end: the frames that come back are as many as
     ``talkface stream`` makes for that much audio, and a latency is shown."""
-    from talkface import workflows
+    from talkface import live
     from talkface.inference.stream import StreamConfig
     from talkface.io.audio import load_audio, write_wav
+    from talkface.io.feed import AudioFeed, file_producer
     from talkface.io.frames import encode_frames, read_frames
 
     server, browser, run, folder = live_page
     seconds = 1.5
     fed = write_wav(folder / "fed.wav", speech(3.0)[: round(seconds * 16000)])
     # what `talkface stream FED --frames -` runs, in this process (a subprocess would load torch again)
-    setup = workflows.open_stream(run, "alice", config=StreamConfig(hop_ms=50.0), hop_ms=50.0)
+    setup = live.open_stream(run, "alice", config=StreamConfig(hop_ms=50.0), hop_ms=50.0)
     records = io.BytesIO()
-    feed = workflows.AudioFeed(workflows.file_producer(load_audio(fed), realtime=False))
-    workflows.run_stream(setup.streamer, feed, lambda first, v: records.write(encode_frames(first, v)), source=str(fed))
+    feed = AudioFeed(file_producer(load_audio(fed), realtime=False))
+    live.run_stream(setup.streamer, feed, lambda first, v: records.write(encode_frames(first, v)), source=str(fed))
     expected = len(list(read_frames(io.BytesIO(records.getvalue()), 10)))
     assert 40 <= expected <= 45  # about 1.5 s at 30 fps
     browser.get(f"{server.url}?seconds={seconds}&autostart=1")

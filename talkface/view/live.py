@@ -1,6 +1,6 @@
 """Live mode's glue: PCM from the page in, final frames out, through talkface's own streamer.
 
-``open_live_stream`` is the one place that builds a stream (today ``workflows.open_stream``, the code
+``open_live_stream`` is the one place that builds a stream (``talkface.live.open_stream``, the code
 ``talkface stream`` runs); ``LiveStream.push``/``finish`` return frame records in ``talkface stream
 --frames`` format (``io.frames``: uint32 LE index, then V×3 float32 LE metres), ready to send.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from talkface import workflows
+from talkface import live
 from talkface.errors import AudioError, ConfigError
 from talkface.inference.generate import check_finite_output
 from talkface.inference.stream import StreamConfig
@@ -49,7 +49,7 @@ class LiveOptions:
 
 
 def open_live_stream(options: LiveOptions, style: str, lookahead_ms: float) -> Any:
-    """A fresh ``workflows.StreamSetup`` for one utterance (model loaded, style and template chosen).
+    """A fresh ``live.StreamSetup`` for one utterance (model loaded, style and template chosen).
 
     Raises:
         ConfigError, CheckpointError, TemplateError: as ``talkface stream`` (unknown style, bad look-ahead, ...).
@@ -58,7 +58,7 @@ def open_live_stream(options: LiveOptions, style: str, lookahead_ms: float) -> A
         raise ConfigError(f"look-ahead {lookahead_ms} ms; expected 0..{MAX_LOOKAHEAD_MS:g} ms")
     config = StreamConfig(lookahead_ms=lookahead_ms, hop_ms=options.hop_ms or 0.0, context_ms=options.context_ms,
                           memory_s=options.memory_s)
-    return workflows.open_stream(options.checkpoint, style, subject=options.subject, template=options.template,
+    return live.open_stream(options.checkpoint, style, subject=options.subject, template=options.template,
                                  device=options.device, config=config, hop_ms=options.hop_ms)
 
 
