@@ -193,8 +193,8 @@ def lip_opening(vertices: Any, upper: Any, lower: Any, up_axis: int = 1) -> torc
     Returns:
         (T,) float64 metres: a constant at rest that grows as the mouth opens.
     """
-    v = _t(vertices)[..., up_axis]
-    return v[:, _idx(upper)].mean(dim=1) - v[:, _idx(lower)].mean(dim=1)
+    heights = torch.as_tensor(vertices)[..., up_axis]  # (T, V): select before the float64 copy (exact either way)
+    return _t(heights[:, _idx(upper)]).mean(dim=1) - _t(heights[:, _idx(lower)]).mean(dim=1)
 
 
 def opening_range(pred_opening: Any, gt_opening: Any) -> float:
