@@ -136,7 +136,7 @@ def test_cli_writes_report_csv_and_plot(data, pred, tmp_path):
         assert int(row["shift_frames"]) == ref["shift_frames"]
         assert row["best_style"] == str(ref["best_style"])
     assert "lip sync" in result.output and "C_s03" in result.output and "corr" in result.output
-    assert f"{rep['lip_corr']:.4g}" in result.output
+    assert f"{rep['lip_corr']:.3f}" in result.output
     assert f"{rep['lve'] * 1e5:.4g}" in result.output  # LVE printed ×1e-5
     assert (tmp_path / "lips.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = CliRunner().invoke(app, ["evaluate", "--data", str(data), "--pred", str(pred), "--plot",

@@ -79,13 +79,18 @@ MAX_CLIP_ROWS = 40  # longer splits: the per-clip rows are in --report / --csv
 
 
 def _lip_sync_table(rep: dict) -> Table:
-    table = Table(title="lip sync: per clip (mean over its styles) and pooled")
+    table = Table(title="lip sync: per clip (mean over its styles) and pooled", pad_edge=False)
     for col in ("clip", "LVE ×1e-5", "shifted ×1e-5", "shift ms", "DTW ×1e-5", "corr", "range"):
-        table.add_column(col, justify="right" if col != "clip" else "left", no_wrap=col == "clip")
+        table.add_column(col, justify="right" if col != "clip" else "left", no_wrap=col == "clip",
+                         min_width=7 if col.startswith("shifted") else None)
+
+    def num(value: float | None, spec: str, scale: float = 1.0) -> str:  # short cells: the table fits 80 columns
+        return "-" if value is None else format(value * scale, spec)
 
     def add(label: str, r: dict, style: str | None = None) -> None:
-        table.add_row(label, _fmt(r["lve"], 1e5), _fmt(r["lve_shift"], 1e5), _fmt(r["shift_ms"]),
-                      _fmt(r["lve_dtw"], 1e5), _fmt(r["lip_corr"]), _fmt(r["opening_range"]), style=style)
+        table.add_row(label, num(r["lve"], ".3g", 1e5), num(r["lve_shift"], ".3g", 1e5), num(r["shift_ms"], ".0f"),
+                      num(r["lve_dtw"], ".3g", 1e5), num(r["lip_corr"], ".3f"), num(r["opening_range"], ".2f"),
+                      style=style)
 
     clips = list(rep["per_clip"].items())
     for name, r in clips[:MAX_CLIP_ROWS]:
