@@ -61,7 +61,7 @@ CORPUS_TEXT = {
     "c-clip": "per-clip offset uniform in ±80 ms plus a slow sinusoidal warp of up to ±40 ms (period 1–2 s), "
               "drawn per clip: neither audio nor speaker predicts it",
 }
-SHIFT_S = 0.2  # largest constant shift / DTW band (seconds) when splitting the lip error into timing and shape
+SHIFT_S = 0.2  # largest constant shift / DTW band (seconds): talkface.evaluate.metrics.MAX_SHIFT_S
 METRICS = (  # (key, header, scale, digits, lower is better)
     ("lve", "LVE ×1e-5 m²", 1e5, 3, True),
     ("lve_shift", "LVE best shift ×1e-5", 1e5, 3, True),
@@ -144,75 +144,9 @@ def build_corpus(setup: Setup, corpus: str, work: Path) -> Path:
     return data
 
 
-# ------------------------------------------------------------------------------------- metrics (pure)
-
-
-def lip_opening_signal(vertices: np.ndarray, regions: dict[str, np.ndarray]) -> np.ndarray | None:
-    """The demo's lip opening (``talkface.synthetic.lip_opening``), (T,) metres; None without lip regions."""
-    from types import SimpleNamespace
-
-    from talkface.synthetic import lip_opening
-
-    if "upper_lip" not in regions or "lower_lip" not in regions:
-        return None
-    return lip_opening(vertices, SimpleNamespace(regions=regions))  # it reads only the head's regions
-
-
-def best_shift_lip_error(pred: np.ndarray, gt: np.ndarray, lips: np.ndarray, max_shift: int) -> tuple[int, float]:
-    """The constant frame shift s (|s| <= max_shift) minimising LVE of pred[t + s] against gt[t].
-
-    Args:
-        pred, gt: (T, V, 3) vertices of equal length; lips: lip vertex indices; max_shift: frames.
-
-    Returns:
-        (shift in frames, positive = the prediction is late; LVE at that shift, m²).
-    """
-    p, g = np.asarray(pred, np.float64)[:, lips], np.asarray(gt, np.float64)[:, lips]
-    n, best = len(g), (0, float("inf"))
-    for s in range(-min(max_shift, n - 1), min(max_shift, n - 1) + 1):
-        ps, gs = (p[s:], g[:n - s]) if s >= 0 else (p[:n + s], g[-s:])
-        value = float(((ps - gs) ** 2).sum(-1).max(-1).mean())
-        if value < best[1]:
-            best = (s, value)
-    return best
-
-
-def dtw_lip_error(pred: np.ndarray, gt: np.ndarray, lips: np.ndarray, band: int) -> float:
-    """Timing-free shape error: the lip error averaged along the best monotone alignment (hard DTW).
-
-    Cells are c(i, j) = max over lip vertices of |pred_i − gt_j|² (LVE's per-frame error). Sakoe and
-    Chiba's symmetric weighting (a diagonal step counts its cell twice, a horizontal or vertical step
-    once) gives every path from (0, 0) to (n−1, m−1) the same total weight n + m, so the minimum of the
-    weighted sum over n + m is the lowest *mean* error of any alignment within |i − j| <= band. The
-    identity alignment gives LVE itself (n = m), so the result is never above LVE.
-
-    Args:
-        pred: (n, V, 3), gt: (m, V, 3), lips: lip vertex indices, band: Sakoe-Chiba half-width, frames.
-
-    Returns:
-        m², float.
-    """
-    p, g = np.asarray(pred, np.float64)[:, lips], np.asarray(gt, np.float64)[:, lips]
-    n, m = len(p), len(g)
-    cost = ((p[:, None] - g[None]) ** 2).sum(-1).max(-1)  # (n, m)
-    band = max(band, abs(n - m))
-    total = np.full((n, m), np.inf)
-    for i in range(n):
-        for j in range(max(0, i - band), min(m, i + band + 1)):
-            if i == 0 and j == 0:
-                total[i, j] = 2 * cost[0, 0]
-                continue
-            diag = total[i - 1, j - 1] + 2 * cost[i, j] if i and j else np.inf
-            up = total[i - 1, j] + cost[i, j] if i else np.inf
-            left = total[i, j - 1] + cost[i, j] if j else np.inf
-            total[i, j] = min(diag, up, left)
-    return float(total[n - 1, m - 1] / (n + m))
-
-
-def range_ratio(pred_opening: np.ndarray, gt_opening: np.ndarray) -> float:
-    """Mouth-opening range of the prediction over the ground truth's (max − min); < 1 = damped motion."""
-    gt_range = float(np.ptp(gt_opening))
-    return float(np.ptp(pred_opening)) / gt_range if gt_range > 0 else float("nan")
+# ------------------------------------------------------------------------------------- statistics (pure)
+# The lip-sync metrics (best-shift LVE, DTW lip error, lip opening, correlation, opening range) are
+# talkface's own, in talkface.evaluate.metrics, shared with `talkface evaluate` (issue #27).
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -411,28 +345,29 @@ def evaluate(model: Any, prep: Prepared) -> dict[str, Any]:
         LVE (m²) pools frames as ``talkface evaluate`` does; the others are means over predictions.
     """
     from talkface.evaluate import metrics
+    from talkface.evaluate.regions import lip_opening_regions
     from talkface.inference import evaluation_styles
 
     lips = np.asarray(prep.regions["lips"])
     upper = np.unique(np.concatenate([prep.regions[k] for k in ("forehead", "eye_region") if k in prep.regions]
                                      or [[]])).astype(np.int64)
-    max_shift = max(1, round(SHIFT_S * float(prep.meta["fps"])))
+    max_shift = metrics.max_shift_frames(float(prep.meta["fps"]), SHIFT_S)
     speakers = list(model.config.speakers)
     rows: list[dict[str, Any]] = []
     openings: dict[str, Any] = {}
     for i, clip in enumerate(prep.test):
+        top, bottom, _ = lip_opening_regions(prep.regions, clip.template)
         for k, style in enumerate(evaluation_styles(clip.speaker, speakers)):
             p, g = (t.numpy() for t in metrics.align_lengths(predict(model, prep, i, style.weights), clip.vertices))
-            po, go = lip_opening_signal(p, prep.regions), lip_opening_signal(g, prep.regions)
+            po, go = metrics.lip_opening(p, top, bottom).numpy(), metrics.lip_opening(g, top, bottom).numpy()
             rows.append({
                 "seen": clip.speaker in speakers, "lip_frames": metrics.lip_max_errors(p, g, lips).numpy(),
-                "lve_shift": best_shift_lip_error(p, g, lips, max_shift)[1],
-                "lve_dtw": dtw_lip_error(p, g, lips, max_shift), "frames": len(g),
-                "corr": metrics.pearson(po, go) if po is not None else float("nan"),
-                "range_ratio": range_ratio(po, go) if po is not None else float("nan"),
+                "lve_shift": metrics.best_shift_lve(p, g, lips, max_shift)[1],
+                "lve_dtw": metrics.dtw_lip_error(p, g, lips, max_shift), "frames": len(g),
+                "corr": metrics.pearson(po, go), "range_ratio": metrics.opening_range(po, go),
                 "fdd": float(metrics.fdd(p, g, clip.template, upper)) if upper.size else float("nan"),
             })
-            if k == 0 and po is not None:
+            if k == 0:
                 openings[clip.name] = {"speaker": clip.speaker, "seen": rows[-1]["seen"], "pred": po.tolist(),
                                        "gt": go.tolist()}
     groups = {"seen": [r for r in rows if r["seen"]], "unseen": [r for r in rows if not r["seen"]], "all": rows}

@@ -305,7 +305,9 @@ def test_train_progress_reports_resume_validation_and_tensorboard(tmp_path, monk
          "num_train_clips": 4, "tensorboard": False},
         {"event": "step", "epoch": 3, "step": 2, "loss": 0.5, "clips": 2},
         {"event": "validate", "epoch": 3},
-        {"event": "epoch", "epoch": 3, "train_loss": 0.5, "val_loss": 0.25, "val_lve": 2e-5, "clips_per_s": 3.0},
+        {"event": "epoch", "epoch": 3, "train_loss": 0.5, "val_loss": 0.25, "val_lve": 2e-5, "clips_per_s": 3.0,
+         "val_lip_corr": 0.1234, "val_opening_range": 0.05},
+        {"event": "warning", "kind": "static", "epoch": 3, "message": "the predicted lips barely move"},
         {"event": "step", "epoch": 4, "step": 1, "loss": 0.4, "clips": 2},
         {"event": "validate", "epoch": 4},
     ]
@@ -315,6 +317,8 @@ def test_train_progress_reports_resume_validation_and_tensorboard(tmp_path, monk
     assert out.count("TensorBoard not installed: pip install tensorboard") == 1
     assert "validating…" in out and "epoch 4/4" in out and "clips/s" in out
     assert "val loss 0.25" in out and "val LVE 2×1e-5" in out
+    assert "lip corr 0.123" in out and "opening range 0.05" in out
+    assert "warning (epoch 3): the predicted lips barely move" in out
 
 
 def test_train_saves_the_resolved_config(tiny_data, tmp_path):

@@ -30,6 +30,13 @@ def test_demo_pipeline_tiny(tmp_path):
     assert result.lip_correlation in result.test_correlations.values()
     assert all(-1.0 <= c <= 1.0 for c in result.test_correlations.values())
     assert any(key.startswith("  all ") for key in result.summary())
+    # the headline: training speakers' held-out clips, the unseen speakers' beside it
+    seen = [c for name, c in result.test_correlations.items() if name in result.seen_clips]
+    unseen = [c for name, c in result.test_correlations.items() if name not in result.seen_clips]
+    assert len(seen) == 2 and len(unseen) == 1  # 3 speakers: 2 train, 1 unseen
+    assert result.seen_correlation == pytest.approx(sum(seen) / 2)
+    assert result.unseen_correlation == pytest.approx(unseen[0])
+    assert any("training speakers" in key for key in result.summary())
     _check_video(result)
 
 
@@ -40,3 +47,5 @@ def test_demo_mouth_follows_speech(tmp_path):
     _check_video(result)
     assert result.loss_end < result.loss_start
     assert result.lip_correlation > 0.5, result.summary()
+    # issue #27's acceptance: training speakers' held-out clips >= 0.85, unseen speakers >= 0.8
+    assert result.seen_correlation >= 0.85 and result.unseen_correlation >= 0.8, result.summary()

@@ -110,7 +110,8 @@ def test_aggregation_matches_brute_force(data, pred):
     assert rep["best_style"]["lve"] <= rep["lve"] and rep["best_style"]["lve_mm"] <= rep["lve_mm"]
     assert {r["style"] for r in result.rows if r["clip"].startswith("C_")} == {"A", "B"}
     assert sum(r["best_style"] for r in result.rows) == 3
-    assert rep["regions"] == {"source": f"{data}/regions.npz", "lips": 3, "upper_face": 3}
+    assert rep["regions"] == {"source": f"{data}/regions.npz", "lips": 3, "upper_face": 3,
+                              "lip_opening": "lip region split at the median height of its template vertices"}
     json.dumps(rep)  # JSON-able
 
 
@@ -125,13 +126,17 @@ def test_cli_writes_report_csv_and_plot(data, pred, tmp_path):
     rep = json.loads(report.read_text())
     rows = list(csv.DictReader((tmp_path / "r" / "report.csv").open()))  # default: next to the report
     assert len(rows) == len(rep["per_sequence"]) == 5
-    assert list(rows[0]) == ["clip", "speaker", "style", "frames", "lve", "lve_mm", "fdd", "mve", "best_style"]
+    assert list(rows[0]) == ["clip", "speaker", "style", "frames", "lve", "lve_mm", "fdd", "mve", "lve_shift",
+                             "shift_frames", "shift_ms", "lve_dtw", "lip_corr", "opening_range", "best_style"]
     for row, ref in zip(rows, rep["per_sequence"], strict=True):
         assert (row["clip"], row["speaker"], row["style"], int(row["frames"])) == (
             ref["clip"], ref["speaker"], ref["style"], ref["frames"])
-        for key in ("lve", "lve_mm", "fdd", "mve"):
+        for key in ("lve", "lve_mm", "fdd", "mve", "lve_shift", "shift_ms", "lve_dtw", "lip_corr", "opening_range"):
             assert float(row[key]) == ref[key]
+        assert int(row["shift_frames"]) == ref["shift_frames"]
         assert row["best_style"] == str(ref["best_style"])
+    assert "lip sync" in result.output and "C_s03" in result.output and "corr" in result.output
+    assert f"{rep['lip_corr']:.3f}" in result.output
     assert f"{rep['lve'] * 1e5:.4g}" in result.output  # LVE printed ×1e-5
     assert (tmp_path / "lips.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = CliRunner().invoke(app, ["evaluate", "--data", str(data), "--pred", str(pred), "--plot",
@@ -218,3 +223,32 @@ def test_real_flame_masks_pkl_and_biwi_txt():
         np.testing.assert_array_equal(load_regions(FLAME / "raw" / "biwi_fdd.txt")["biwi_fdd"], z["fdd"])
     with pytest.raises(DatasetError, match="mesh has 5023 vertices"):
         load_regions(FLAME / "raw" / "biwi_lve.txt", num_vertices=5023)
+
+
+def _write_copies(data: Path, out: Path, make) -> Path:
+    from talkface.data import load_prepared
+
+    out.mkdir()
+    dataset = load_prepared(data)
+    for info in dataset.split("test"):
+        clip = dataset.load_clip(info)
+        np.save(out / f"{info.name}.npy", make(clip.vertices.astype(np.float64), clip.template).astype(np.float32))
+    return out
+
+
+def test_lip_sync_measures_of_shifted_and_damped_copies(data, tmp_path):
+    """A copy 2 frames late: best-shift LVE 0 at shift +2 (66.7 ms), LVE > 0. A copy damped
+    about the template: correlation 1, opening range = the damping factor, in every row and pooled."""
+    late = _write_copies(data, tmp_path / "late", lambda v, t: np.concatenate([v[:1], v[:1], v[:-2]]))
+    rep = evaluate(data, pred=late).report
+    assert rep["max_shift_frames"] == 6  # 200 ms at 30 fps
+    for row in rep["per_sequence"]:
+        assert row["shift_frames"] == 2 and row["shift_ms"] == pytest.approx(2000 / 30)
+        assert row["lve_shift"] == pytest.approx(0.0, abs=1e-12) and row["lve"] > 1e-6
+        assert row["lve_dtw"] < row["lve"]  # not 0: the truth's last two frames have no match in the copy
+    assert rep["shift_ms"] == pytest.approx(2000 / 30) and rep["lve_shift"] == pytest.approx(0.0, abs=1e-12)
+    damped = _write_copies(data, tmp_path / "damped", lambda v, t: t + 0.4 * (v - t))
+    rep = evaluate(data, pred=damped).report
+    for row in [*rep["per_sequence"], rep, rep["best_style"], *rep["per_clip"].values()]:
+        assert row["lip_corr"] == pytest.approx(1.0, abs=1e-6)
+        assert row["opening_range"] == pytest.approx(0.4, rel=1e-5)

@@ -421,3 +421,73 @@ def test_clip_jitter_changes_only_the_motion(tmp_path):
     assert audio[0] == audio[1]
     with pytest.raises(ConfigError, match="clip_warp_s"):
         write_synthetic_vocaset(tmp_path / "c", num_speakers=2, num_sentences=3, use_espeak=False, clip_warp_s=0.5)
+
+
+# ------------------------------------------------------------------------ default corpus timing (issue #27)
+# sha256 of data_verts.npy (float32, little-endian bytes) of write_synthetic_vocaset(num_speakers=3,
+# num_sentences=3, seed=0, use_espeak=False, **options) for the experiment's three corpora, computed with the
+# ORIGINAL code at commit ead7b05 (before the default corpus lost its tempo warp) in a scratch checkout
+# (`git archive ead7b05`) on the development machine. The experiment's corpora must not change.
+EXPERIMENT_CORPORA = {
+    "a-none": ({"max_lag_s": 0.0, "tempo_range": (1.0, 1.0)},
+               "4e5bcd48cff24e09adfee11bb133b279a69c95e9e16aeb44e0fcbbf7ae439bee"),
+    "b-speaker": ({"max_lag_s": 0.1, "tempo_range": (0.85, 1.15)},
+                  "742f2f18acb25ab1a165b225bfcf04bd9db5b9df74ea715d8b9a32d23cd860f3"),
+    "c-clip": ({"max_lag_s": 0.0, "tempo_range": (1.0, 1.0), "clip_offset_s": 0.08, "clip_warp_s": 0.04},
+               "5f053b5ba17f59c3e45e583b61539e37e661f6da08a543c9ef38a039ae31cb18"),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENT_CORPORA))
+def test_experiment_corpora_are_unchanged(name, tmp_path):
+    import hashlib
+
+    options, expected = EXPERIMENT_CORPORA[name]
+    write_synthetic_vocaset(tmp_path / "raw", num_speakers=3, num_sentences=3, seed=0, use_espeak=False, **options)
+    verts = np.load(tmp_path / "raw" / "data_verts.npy")
+    assert hashlib.sha256(np.ascontiguousarray(verts, dtype="<f4").tobytes()).hexdigest() == expected
+
+
+def _window_delays(out: Path, num_speakers: int, num_sentences: int) -> dict[tuple[int, int], list[float]]:
+    """Per clip, the motion's delay (s) against its own phoneme timing in each half of the clip.
+
+    The delay of a half is the d (1 ms grid, ±60 ms) whose unwarped reference motion (the speaker's
+    amplitude and asymmetry, lag d, tempo 1) best matches the written lip opening there.
+    """
+    speakers = corpus_module.make_speakers(num_speakers, 0)  # the corpus' speakers: seed 0, default draws
+    verts = np.load(out / "data_verts.npy")
+    index = _load(out / "subj_seq_to_idx.pkl")
+    base = load_head_asset()
+    delays = {}
+    grid = np.arange(-60, 61) / 1000.0
+    for s, speaker in enumerate(speakers):
+        head = vary_head(base, speaker.shape)
+        for j in range(num_sentences):
+            _, phonemes = synthesize(corpus_module.SENTENCES[j], speaker.voice, use_espeak=False)
+            rows = index[speaker.name][corpus_module.sentence_name(j + 1)]
+            written = lip_opening(verts[[rows[f] for f in range(len(rows))]], head)
+            n = written.size
+            errors = np.stack([(lip_opening(animate_head(head, activation_curves(
+                phonemes, n, MotionStyle(speaker.style.amplitude, speaker.style.asymmetry, lag_s=float(d)))),
+                head) - written) ** 2 for d in grid])  # (D, T)
+            halves = (slice(0, n // 2), slice(n // 2, n))
+            delays[(s, j)] = [float(grid[np.argmin(errors[:, h].sum(1))]) for h in halves]
+    return delays
+
+
+def test_default_corpus_motion_is_synchronous_with_its_audio(tmp_path):
+    """The default corpus: in both halves of every clip the motion sits at the same delay against the phonemes
+    (no tempo warp), a per-speaker constant of at most one 60-fps frame. The former default (tempo 0.92-1.08)
+    fails the same check, so the check sees a warp."""
+    write_synthetic_vocaset(tmp_path / "default", num_speakers=3, num_sentences=3, seed=0, use_espeak=False)
+    delays = _window_delays(tmp_path / "default", 3, 3)
+    for (s, _), (first, second) in delays.items():
+        assert first == pytest.approx(second, abs=0.0015)
+        assert abs(first) <= 1 / 60 + 0.0015
+        assert first == pytest.approx(delays[(s, 0)][0], abs=0.0015)  # constant per speaker
+    speakers = corpus_module.make_speakers(3, 0)
+    assert all(sp.style.tempo == 1.0 for sp in speakers)
+    write_synthetic_vocaset(tmp_path / "warped", num_speakers=3, num_sentences=3, seed=0, use_espeak=False,
+                            max_lag_s=0.05, tempo_range=(0.92, 1.08))
+    warped = _window_delays(tmp_path / "warped", 3, 3)
+    assert max(abs(a - b) for a, b in warped.values()) > 0.01  # the old default's warp moved the delay

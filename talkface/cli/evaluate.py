@@ -33,7 +33,8 @@ def evaluate(
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Score predictions: LVE (m², ×1e-5), LVE (mm, sqrt), FDD and MVE; mean over styles and best style."""
+    """Score predictions: LVE (m², ×1e-5), LVE (mm, sqrt), FDD, MVE and lip sync (best-shift LVE, DTW lip error,
+    lip-opening correlation, opening range); per clip, mean over styles and best style."""
     if (checkpoint is None) == (pred is None):
         raise typer.BadParameter("give exactly one of --checkpoint or --pred", param_hint="--checkpoint/--pred")
     common.use_threads(threads)
@@ -65,6 +66,11 @@ def evaluate(
     console.print(table)
     console.print("[dim]LVE: per frame the max over lip vertices of the squared error, mean over frames; "
                   "LVE mm: the same with the square root; FDD: signed, upper face; MVE: mean L2.[/]")
+    console.print(_lip_sync_table(rep))
+    console.print(f"[dim]shifted: LVE after the constant shift (|shift| <= {rep['max_shift_frames']} frames = 200 ms; "
+                  "+ = prediction late) that minimises it; DTW: lip error along the best alignment within ±200 ms; "
+                  "corr: Pearson correlation of the lip opening; range: (max−min) of the predicted opening / the "
+                  f"true one (< 1: damped). Lip opening: {rep['regions']['lip_opening']}.[/]")
     if report is not None:
         import json
 
@@ -76,3 +82,31 @@ def evaluate(
         console.print(f"per-sequence CSV: {ev.write_csv(csv_path, result)}")
     if plot is not None:
         console.print(f"plot: {ev.plot_lip_errors(plot, result, data, plot_clip)}")
+
+
+MAX_CLIP_ROWS = 40  # longer splits: the per-clip rows are in --report / --csv
+
+
+def _lip_sync_table(rep: dict) -> Table:
+    table = Table(title="lip sync: per clip (mean over its styles) and pooled", pad_edge=False)
+    for col in ("clip", "LVE ×1e-5", "shifted ×1e-5", "shift ms", "DTW ×1e-5", "corr", "range"):
+        table.add_column(col, justify="right" if col != "clip" else "left", no_wrap=col == "clip",
+                         min_width=7 if col.startswith("shifted") else None)
+
+    def num(value: float | None, spec: str, scale: float = 1.0) -> str:  # short cells: the table fits 80 columns
+        return "-" if value is None else format(value * scale, spec)
+
+    def add(label: str, r: dict, style: str | None = None) -> None:
+        table.add_row(label, num(r["lve"], ".3g", 1e5), num(r["lve_shift"], ".3g", 1e5), num(r["shift_ms"], ".0f"),
+                      num(r["lve_dtw"], ".3g", 1e5), num(r["lip_corr"], ".3f"), num(r["opening_range"], ".2f"),
+                      style=style)
+
+    clips = list(rep["per_clip"].items())
+    for name, r in clips[:MAX_CLIP_ROWS]:
+        add(name, r)
+    if len(clips) > MAX_CLIP_ROWS:
+        table.add_row(f"… {len(clips) - MAX_CLIP_ROWS} more clips in --report / --csv", *[""] * 6)
+    table.add_section()
+    add("mean over styles", rep, style="bold")
+    add("best style", rep["best_style"], style="bold")
+    return table

@@ -167,6 +167,9 @@ def _train_progress(enabled: bool = True) -> Iterator[Callable[[dict[str, Any]],
             elif kind == "epoch":
                 progress.update(task, description="train")
                 progress.console.print(_epoch_line(event), highlight=False)
+            elif kind == "warning":
+                progress.console.print(f"[yellow]warning (epoch {event['epoch']}): {event['message']}[/]",
+                                       highlight=False)
             state["mark"] = now
 
         yield on_progress
@@ -178,6 +181,10 @@ def _epoch_line(record: dict[str, Any]) -> str:
         parts.append(f"val loss {_fmt(record['val_loss'])}")
     if record.get("val_lve") is not None:
         parts.append(f"val LVE {_fmt(record['val_lve'], 1e5)}×1e-5 m²")
+    if record.get("val_lip_corr") is not None:
+        parts.append(f"lip corr {record['val_lip_corr']:.3f}")
+    if record.get("val_opening_range") is not None:
+        parts.append(f"opening range {record['val_opening_range']:.2f}")
     if record.get("clips_per_s") is not None:
         parts.append(f"{record['clips_per_s']:.3g} clips/s")
     return ", ".join(parts)

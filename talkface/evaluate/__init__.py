@@ -1,4 +1,5 @@
-"""Evaluation: the papers' metrics (LVE, FDD, MVE), vertex region files, and the evaluate() report and plot."""
+"""Evaluation: the papers' metrics (LVE, FDD, MVE), lip-sync measures, vertex region files, and the evaluate()
+report and plot."""
 
 from talkface.evaluate.evaluation import (
     Evaluation,
@@ -12,21 +13,34 @@ from talkface.evaluate.evaluation import (
     write_csv,
 )
 from talkface.evaluate.metrics import (
+    MAX_SHIFT_S,
     align_lengths,
+    best_shift_lve,
+    dtw_lip_error,
     fdd,
     lip_max_errors,
+    lip_opening,
     lve,
     lve_mm,
+    max_shift_frames,
     mve,
+    opening_range,
     pearson,
     squared_errors,
     upper_face_dynamics,
 )
-from talkface.evaluate.regions import check_regions, lip_region, load_regions, upper_face
+from talkface.evaluate.regions import check_regions, lip_opening_regions, lip_region, load_regions, upper_face
 
 __all__ = [
+    "MAX_SHIFT_S",
     "aggregate",
     "align_lengths",
+    "best_shift_lve",
+    "dtw_lip_error",
+    "lip_opening",
+    "lip_opening_regions",
+    "max_shift_frames",
+    "opening_range",
     "check_regions",
     "csv_text",
     "evaluate",

@@ -12,6 +12,11 @@ Aggregation (documented because papers do not say, FaceFormer #108):
   styles. With one style per sequence (seen speakers) this is CodeTalker's frame-pooled figure.
 - **best style**: per sequence the style with the lowest LVE; those rows are pooled the same way.
   It is never above the mean over styles when a sequence's styles have equal lengths.
+
+Lip-sync measures (``talkface.evaluate.metrics``, shift limit and DTW band ``MAX_SHIFT_S`` = 200 ms) per
+row: ``lve_shift`` and its ``shift_frames``/``shift_ms``, ``lve_dtw``, ``lip_corr``, ``opening_range``.
+Pooled with the same row weights: ``lve_shift``/``lve_dtw`` frame-weighted like LVE, ``lip_corr``,
+``opening_range`` and ``shift_ms`` as weighted means over rows (rows whose value is undefined, nan, left out).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 from talkface.data import load_prepared
 from talkface.errors import ConfigError, DatasetError
 from talkface.evaluate import metrics
-from talkface.evaluate.regions import check_regions, lip_region, load_regions, upper_face
+from talkface.evaluate.regions import check_regions, lip_opening_regions, lip_region, load_regions, upper_face
 from talkface.inference.generate import animate, check_finite_output, evaluation_styles
 from talkface.io.animation import load_animation
 from talkface.io.audio import SAMPLE_RATE
@@ -37,7 +42,9 @@ from talkface.io.fileio import atomic_path, write_text_atomic
 from talkface.model.checkpoint import load_checkpoint
 from talkface.runtime import resolve_device
 
-CSV_COLUMNS = ("clip", "speaker", "style", "frames", "lve", "lve_mm", "fdd", "mve", "best_style")
+CSV_COLUMNS = ("clip", "speaker", "style", "frames", "lve", "lve_mm", "fdd", "mve", "lve_shift", "shift_frames",
+               "shift_ms", "lve_dtw", "lip_corr", "opening_range", "best_style")
+LIP_SYNC_KEYS = ("lve_shift", "lve_dtw", "lip_corr", "opening_range", "shift_ms")
 AGGREGATION = ("mean over styles: each style of a sequence weighs 1/S; frames pooled over sequences for "
                "LVE/MVE, FDD = mean over sequences. best style: per sequence the style with the lowest LVE.")
 
@@ -47,9 +54,10 @@ class Evaluation:
     """The outcome of ``evaluate``.
 
     Attributes:
-        report: JSON-able summary: split, sequences, frames, lve (m²), lve_mm, fdd (m², signed), mve (m)
-            for the mean over styles, ``best_style`` with the same keys, ``per_style`` LVE, regions, and
-            ``per_sequence`` rows (``CSV_COLUMNS``).
+        report: JSON-able summary: split, sequences, frames, lve (m²), lve_mm, fdd (m², signed), mve (m),
+            lve_shift (m²), lve_dtw (m²), lip_corr, opening_range, shift_ms for the mean over styles,
+            ``best_style`` with the same keys, ``per_clip`` (clip -> the same keys, mean over its styles),
+            ``per_style`` LVE, regions, ``max_shift_frames`` and ``per_sequence`` rows (``CSV_COLUMNS``).
         lip_frames: clip -> style -> (T,) float64 per-frame max squared lip error, m².
         fps: frame rate of the dataset.
     """
@@ -72,18 +80,22 @@ def _style_of(path: Path, clip: str) -> str:
     return path.stem[len(clip) + len("_condition_"):] if path.stem.startswith(f"{clip}_condition_") else ""
 
 
+def _load_regions(dataset: Any, masks: Path | None) -> tuple[dict[str, np.ndarray], str]:
+    if masks is not None:
+        return load_regions(masks, dataset.num_vertices), str(masks)
+    regions = {k: np.asarray(v, dtype=np.int64) for k, v in dataset.regions.items()}
+    source = f"{dataset.path}/regions.npz"
+    check_regions(regions, dataset.num_vertices, source)
+    return regions, source
+
+
 def resolve_regions(dataset: Any, masks: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
     """(lip indices, upper-face indices, where they came from) from ``masks`` or the dataset's regions.
 
     Raises:
         DatasetError: no lip region, or indices outside the mesh.
     """
-    if masks is not None:
-        regions, source = load_regions(masks, dataset.num_vertices), str(masks)
-    else:
-        regions = {k: np.asarray(v, dtype=np.int64) for k, v in dataset.regions.items()}
-        source = f"{dataset.path}/regions.npz"
-        check_regions(regions, dataset.num_vertices, source)
+    regions, source = _load_regions(dataset, masks)
     lips = lip_region(regions)
     if lips is None:
         raise DatasetError(f"{source}: no lip region (named lips, lve or lip; found {', '.join(regions) or 'none'}); "
@@ -101,7 +113,7 @@ def evaluate(
     device: str = "auto",
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> Evaluation:
-    """Score a split with LVE, LVE (mm), FDD and MVE (see the module docstring for the aggregation).
+    """Score a split with LVE, LVE (mm), FDD, MVE and the lip-sync measures (aggregation: module docstring).
 
     Args:
         data: prepared dataset folder.
@@ -121,6 +133,9 @@ def evaluate(
         raise DatasetError(f"{data}: split {split!r} is empty; choose another --split or check the split file "
                            "used by `talkface prepare`")
     lips, upper, source = resolve_regions(dataset, masks)
+    regions, _ = _load_regions(dataset, masks)
+    max_shift = metrics.max_shift_frames(dataset.fps)
+    opening_source = ""
     model = None
     if checkpoint is not None:
         device = resolve_device(device)
@@ -144,6 +159,11 @@ def evaluate(
                 if p.shape[1:] != clip.vertices.shape[1:]:
                     raise ConfigError(f"{f}: prediction has {p.shape[1]} vertices per frame, the dataset "
                                       f"{clip.vertices.shape[1]}; predictions must use the dataset's mesh")
+        try:
+            top, bottom, opening_source = lip_opening_regions(regions, clip.template)
+        except DatasetError as e:  # no height to split the lips by: the other measures still stand
+            top = bottom = None
+            opening_source = f"unavailable ({e})"
         for style, p in preds:
             p_, g_ = metrics.align_lengths(p, clip.vertices)
             lip = metrics.lip_max_errors(p_, g_, lips).numpy()
@@ -152,7 +172,8 @@ def evaluate(
             rows.append({"clip": info.name, "speaker": clip.speaker, "style": style, "frames": int(g_.shape[0]),
                          "lve": float(lip.mean()), "lve_mm": float((np.sqrt(lip) * 1000).mean()),
                          "fdd": float(metrics.fdd(p_, g_, clip.template, upper)) if upper.size else None,
-                         "mve": float(mve_frames[(info.name, style)].mean()), "best_style": False})
+                         "mve": float(mve_frames[(info.name, style)].mean()),
+                         **lip_sync_row(p_, g_, lips, top, bottom, max_shift, dataset.fps), "best_style": False})
         if on_progress is not None:
             on_progress(done, len(clips), info.name)
     mark_best(rows)
@@ -162,10 +183,29 @@ def evaluate(
         **aggregate(rows, lip_frames, mve_frames, best_only=False),
         "best_style": aggregate(rows, lip_frames, mve_frames, best_only=True),
         "per_style": per_style_lve(rows, lip_frames),
-        "regions": {"source": source, "lips": int(np.unique(lips).size), "upper_face": int(upper.size)},
+        "per_clip": {name: aggregate([r for r in rows if r["clip"] == name], lip_frames, mve_frames, best_only=False)
+                     for name in lip_frames},
+        "regions": {"source": source, "lips": int(np.unique(lips).size), "upper_face": int(upper.size),
+                    "lip_opening": opening_source},
+        "max_shift_frames": max_shift,
         "per_sequence": rows,
     }
     return Evaluation(report, lip_frames, dataset.fps)
+
+
+def lip_sync_row(pred: Any, gt: Any, lips: Any, upper_lip: Any, lower_lip: Any, max_shift: int,
+                 fps: float) -> dict[str, Any]:
+    """One (sequence, style)'s lip-sync measures: lve_shift (m²), shift_frames, shift_ms, lve_dtw (m²),
+    lip_corr and opening_range (None where undefined: a flat opening, or no upper/lower lip given).
+    pred, gt: (T, V, 3) metres."""
+    shift, lve_shift = metrics.best_shift_lve(pred, gt, lips, max_shift)
+    corr = ratio = float("nan")
+    if upper_lip is not None and lower_lip is not None:
+        po, go = metrics.lip_opening(pred, upper_lip, lower_lip), metrics.lip_opening(gt, upper_lip, lower_lip)
+        corr, ratio = metrics.pearson(po, go), metrics.opening_range(po, go)
+    return {"lve_shift": lve_shift, "shift_frames": shift, "shift_ms": 1000.0 * shift / fps,
+            "lve_dtw": metrics.dtw_lip_error(pred, gt, lips, max_shift),
+            "lip_corr": None if np.isnan(corr) else corr, "opening_range": None if np.isnan(ratio) else ratio}
 
 
 def mark_best(rows: list[dict[str, Any]]) -> None:
@@ -180,10 +220,11 @@ def mark_best(rows: list[dict[str, Any]]) -> None:
 
 def aggregate(rows: list[dict[str, Any]], lip_frames: dict[str, dict[str, np.ndarray]],
               mve_frames: dict[tuple[str, str], np.ndarray], *, best_only: bool) -> dict[str, float | None]:
-    """Pooled lve (m²), lve_mm, mve (m) and fdd (mean over sequences) of ``rows``.
+    """Pooled lve (m²), lve_mm, mve (m), fdd (mean over sequences) and the lip-sync measures of ``rows``.
 
     Each row weighs 1/S (S = rows of its clip) for the mean over styles, or 1 for its clip's best row
-    when ``best_only``.
+    when ``best_only``. lve_shift and lve_dtw are frame-weighted (like LVE); lip_corr, opening_range and
+    shift_ms are weighted means over the rows where they are defined (None when none is).
     """
     counts: dict[str, int] = {}
     for r in rows:
@@ -200,7 +241,14 @@ def aggregate(rows: list[dict[str, Any]], lip_frames: dict[str, dict[str, np.nda
         "lve_mm": float(sum(w * (np.sqrt(e) * 1000).sum() for e, w in lip) / total),
         "fdd": float(np.mean([np.mean(v) for v in fdd_by_clip.values()])) if fdd_by_clip else None,
         "mve": float(sum(w * mve_frames[(r["clip"], r["style"])].sum() for r, w in chosen) / total),
+        **{key: _weighted_mean(chosen, key, by_frames=key in ("lve_shift", "lve_dtw")) for key in LIP_SYNC_KEYS},
     }
+
+
+def _weighted_mean(chosen: list[tuple[dict[str, Any], float]], key: str, *, by_frames: bool) -> float | None:
+    pairs = [(r[key], w * (r["frames"] if by_frames else 1.0)) for r, w in chosen if r.get(key) is not None]
+    total = sum(w for _, w in pairs)
+    return float(sum(v * w for v, w in pairs) / total) if pairs and total > 0 else None
 
 
 def per_style_lve(rows: list[dict[str, Any]], lip_frames: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:

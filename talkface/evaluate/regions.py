@@ -11,6 +11,10 @@ Formats (REFERENCE §4.5):
 
 Which region a metric uses: lips = ``lips``, else ``lve`` (BIWI), else ``lip``; upper face (FDD) =
 ``upper_face``, else ``fdd`` (BIWI), else ``forehead`` ∪ ``eye_region`` (FLAME masks, as DiffSpeaker).
+The lip opening (``metrics.lip_opening``) uses ``upper_lip`` and ``lower_lip`` (talkface's synthetic head);
+FLAME's masks and BIWI's files have no such regions, so there the lip region is split at the median height
+of its vertices in the template (``lip_opening_regions``): for FLAME's ``lips`` that is the upper and the
+lower lip, for BIWI's ``lve`` (the whole mouth area) the upper and the lower half of the mouth.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from talkface.errors import DatasetError
 from talkface.io.fileio import path_kind, read_npz, reading, reading_folder
 
 LIP_NAMES = ("lips", "lve", "lip")
+OPENING_NAMES = ("upper_lip", "lower_lip")
+OPENING_SPLIT = "lip region split at the median height of its template vertices"
 UPPER_NAMES = ("upper_face", "fdd")
 UPPER_PARTS = ("forehead", "eye_region")
 
@@ -136,3 +142,38 @@ def upper_face(regions: dict[str, np.ndarray]) -> np.ndarray:
             return np.unique(regions[name]).astype(np.int64)
     parts = [regions[k] for k in UPPER_PARTS if k in regions]
     return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def lip_opening_regions(regions: dict[str, np.ndarray], template: Any, up_axis: int = 1,
+                        ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Upper and lower lip vertices for the lip opening, and how they were found.
+
+    ``upper_lip`` and ``lower_lip`` when both are there; else the lip region (``lip_region``) split at
+    the median height of its vertices in ``template``: above the median is upper, the rest lower.
+
+    Args:
+        regions: name -> vertex indices.
+        template: (V, 3) neutral vertices, metres (only read for the split).
+        up_axis: the coordinate that points up (1: +y).
+
+    Returns:
+        (upper (K1,) int64, lower (K2,) int64, "upper_lip/lower_lip regions" or ``OPENING_SPLIT``).
+
+    Raises:
+        DatasetError: no lip region, or a lip region without height (all its vertices at one height).
+    """
+    if all(name in regions and regions[name].size for name in OPENING_NAMES):
+        return (np.asarray(regions["upper_lip"], np.int64), np.asarray(regions["lower_lip"], np.int64),
+                "upper_lip/lower_lip regions")
+    lips = lip_region(regions)
+    if lips is None:
+        raise DatasetError(f"no lip region (named {', '.join(LIP_NAMES)} or upper_lip + lower_lip; found "
+                           f"{', '.join(regions) or 'none'}); pass --masks with a region file that has one")
+    lips = np.unique(np.asarray(lips, np.int64))
+    heights = np.asarray(template, dtype=np.float64)[lips, up_axis]
+    middle = float(np.median(heights))
+    upper, lower = lips[heights > middle], lips[heights <= middle]
+    if not upper.size or not lower.size:
+        raise DatasetError(f"the lip region's {lips.size} vertices are all at one height in the template; "
+                           "expected lips spread over height (+y up) — pass --masks with upper_lip and lower_lip")
+    return upper, lower, OPENING_SPLIT

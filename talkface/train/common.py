@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from talkface.config import ModelConfig, TrainConfig
-from talkface.errors import OutputError
+from talkface.errors import DatasetError, OutputError
 from talkface.evaluate import metrics
+from talkface.evaluate.regions import lip_opening_regions
 from talkface.inference.generate import evaluation_styles
 from talkface.io.fileio import atomic_path, check_writable_folder
 from talkface.losses import masked_mse, soft_dtw
@@ -30,7 +31,8 @@ class TrainResult:
 
     Attributes:
         run_dir: the run folder.
-        history: one dict per epoch (epoch, train_loss, val_loss, val_lve, val_mve, seconds, clips_per_s).
+        history: one dict per epoch (epoch, train_loss, val_loss, val_lve, val_mve, val_lip_corr,
+            val_opening_range, seconds, clips_per_s).
         best_path / last_path: checkpoint files.
         num_train_clips / num_val_clips: clips used.
     """
@@ -118,20 +120,28 @@ def sequence_loss(pred: Any, target: Any, lengths: Any, config: TrainConfig) -> 
     return total
 
 
-def evaluate_clips(model: Any, dataset: Any, clips: list[Any], config: TrainConfig, lips: Any, device: str) -> dict:
-    """Autoregressive generation on ``clips``: mean loss, LVE (m², when lips are known) and MVE.
+def evaluate_clips(model: Any, dataset: Any, clips: list[Any], config: TrainConfig, lips: Any, device: str,
+                   regions: dict[str, Any] | None = None) -> dict:
+    """Autoregressive generation on ``clips``: mean loss, LVE (m², when lips are known), MVE, and the
+    lip-sync measures (``talkface.evaluate.metrics``) when ``regions`` give the lips.
 
     Speakers outside the training set are generated once per training style and averaged.
+
+    Returns:
+        ``val_loss``, ``val_lve``, ``val_mve``, ``val_lip_corr`` (mean Pearson correlation of the lip
+        opening) and ``val_opening_range`` (mean predicted/true lip-opening range): plain floats, or None
+        when not measurable (no lips, or a flat ground-truth opening).
     """
     import torch
 
     speakers = list(model.config.speakers)
-    losses, lves, mves = [], [], []
+    losses, lves, mves, corrs, ranges = [], [], [], [], []
     model.eval()
     with torch.no_grad():
         for info in clips:
             clip = dataset.load_clip(info)
             gt = torch.as_tensor(clip.vertices, device=device)
+            opening = _opening_regions(regions, clip.template)
             for s in evaluation_styles(clip.speaker, speakers):
                 style = torch.as_tensor(s.weights, device=device)
                 pred = model.generate(torch.as_tensor(clip.audio, device=device),
@@ -142,20 +152,43 @@ def evaluate_clips(model: Any, dataset: Any, clips: list[Any], config: TrainConf
                 mves.append(float(metrics.mve(pred.cpu(), gt.cpu())))
                 if lips is not None:
                     lves.append(float(metrics.lve(pred.cpu(), gt.cpu(), lips)))
+                if opening is not None:
+                    po, go = (metrics.lip_opening(v.cpu(), *opening) for v in (pred, gt))
+                    # a static prediction follows nothing: correlation 0 (Pearson's is undefined for it)
+                    corrs.append(metrics.pearson(po, go) if float(po.max() - po.min()) > 0 else 0.0)
+                    ranges.append(metrics.opening_range(po, go))
     model.train()
-    mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731
-    return {"val_loss": mean(losses), "val_lve": mean(lves), "val_mve": mean(mves)}
+    return {"val_loss": _mean(losses), "val_lve": _mean(lves), "val_mve": _mean(mves),
+            "val_lip_corr": _mean(corrs, finite_only=True), "val_opening_range": _mean(ranges, finite_only=True)}
+
+
+def _mean(values: list[float], *, finite_only: bool = False) -> float | None:
+    """Mean as a plain float; None for no values (or, with ``finite_only``, no finite ones)."""
+    if finite_only:
+        values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def _opening_regions(regions: dict[str, Any] | None, template: Any) -> tuple[Any, Any] | None:
+    """(upper, lower) lip vertices for the lip opening, or None when the regions do not give them."""
+    if not regions:
+        return None
+    try:
+        upper, lower, _ = lip_opening_regions({k: np.asarray(v) for k, v in regions.items()}, template)
+    except DatasetError:
+        return None
+    return upper, lower
 
 
 def write_loss_plot(path: Path, history: list[dict[str, Any]]) -> None:
-    """Train/val loss (log scale) and val LVE per epoch, as a PNG (atomic)."""
+    """Train/val loss (log scale), val LVE, and val lip-opening correlation and range per epoch, as a PNG (atomic)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.5))
     ax1.plot(epochs, [h["train_loss"] for h in history], label="train")
     val = [(h["epoch"], h["val_loss"]) for h in history if h.get("val_loss") is not None]
     if val:
@@ -166,6 +199,15 @@ def write_loss_plot(path: Path, history: list[dict[str, Any]]) -> None:
     if lve:
         ax2.plot(*zip(*lve, strict=True), color="C2")
     ax2.set(xlabel="epoch", ylabel="LVE ×1e-5 m²", title="validation lip vertex error")
+    for key, label, color in (("val_lip_corr", "lip-opening correlation", "C3"),
+                              ("val_opening_range", "opening range pred/GT", "C4")):
+        points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+        if points:
+            ax3.plot(*zip(*points, strict=True), color=color, label=label)
+    ax3.axhline(1.0, color="0.7", lw=0.8)
+    ax3.set(xlabel="epoch", title="validation lip sync (1 = like the ground truth)")
+    if ax3.lines[1:]:
+        ax3.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")

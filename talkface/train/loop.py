@@ -42,6 +42,7 @@ from talkface.train.common import (
     sequence_loss,
     write_loss_plot,
 )
+from talkface.train.diagnostics import lip_sync_warning
 from talkface.train.distributed import DistContext, barrier, shard_batch, sum_across
 from talkface.train.runs import copy_run_assets, load_run_assets
 from talkface.train.state import (
@@ -82,6 +83,8 @@ class TrainLoop:
     emit: ProgressFn
     writer: Any = None  # TensorBoard SummaryWriter on rank 0, when tensorboard is installed
     lips: Any = None
+    regions: dict[str, Any] | None = None  # the run's vertex regions: the lips and the lip opening's halves
+    warned: set[str] = field(default_factory=set)  # lip-sync warnings already given in this session
     final_dir: Path | None = None  # a fresh run's name, while it is built in a hidden sibling (run_dir)
     rank_rng: list[dict[str, Any]] = field(default_factory=list)  # ranks > 0: the last saved RNG entries
 
@@ -168,7 +171,8 @@ class TrainLoop:
                 for stale in run.glob(f".{name}.tmp-*"):
                     stale.unlink(missing_ok=True)
             remove_stale_temp_files(run / CACHE_DIR)
-        self.lips = load_run_assets(run).regions.get("lips")
+        self.regions = load_run_assets(run).regions
+        self.lips = self.regions.get("lips")
         write_text_atomic(run / "config.json", json.dumps({
             "train": to_dict(self.config), "model": to_dict(model_config), "data": str(self.data_dir.resolve()),
             "preset": preset, "device": self.ctx.device, "world_size": self.ctx.world_size}, indent=2))
@@ -286,7 +290,7 @@ class TrainLoop:
             self.emit({"event": "validate", "epoch": epoch})
             if self.ctx.is_main:
                 record.update(evaluate_clips(self.model, self.dataset, self.val_clips, self.config, self.lips,
-                                             self.ctx.device))
+                                             self.ctx.device, regions=self.regions))
             barrier(self.ctx)  # the other ranks wait for rank 0's validation
         record["seconds"] = time.perf_counter() - t0
         record["clips_per_s"] = clips / train_seconds if clips and train_seconds > 0 else None
@@ -301,6 +305,17 @@ class TrainLoop:
         cache = self.model.audio_encoder.feature_cache
         self.emit({"event": "epoch", **record,
                    "feature_cache": None if cache is None else cache.stats.to_dict()})
+        self._check_lip_sync()
+
+    def _check_lip_sync(self) -> None:
+        """Warn (a ``warning`` event; ``train`` turns it into a ``RuntimeWarning`` when nobody listens), once per
+        kind and session, when validation says the model is not learning lip sync (``talkface.train.diagnostics``)."""
+        found = lip_sync_warning(self.history, lr=self.config.lr) if self.ctx.is_main else None
+        if found is None or found[0] in self.warned:
+            return
+        kind, message = found
+        self.warned.add(kind)
+        self.emit({"event": "warning", "kind": kind, "epoch": self.history[-1]["epoch"], "message": message})
 
     def _forward_backward(self, infos: list[Any], *, sync: bool) -> float:
         """Loss and gradients of this rank's share of a global batch; returns the global batch's mean loss."""
@@ -344,7 +359,7 @@ class TrainLoop:
         if self.writer is not None:
             at = self._tb_step(record["epoch"] + 1, 0)
             self.writer.add_scalar("train/epoch_loss", record["train_loss"], at)
-            for key in ("val_loss", "val_lve", "val_mve"):
+            for key in ("val_loss", "val_lve", "val_mve", "val_lip_corr", "val_opening_range"):
                 if record.get(key) is not None:
                     self.writer.add_scalar(f"val/{key[4:]}", record[key], at)
             self.writer.flush()

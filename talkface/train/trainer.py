@@ -8,6 +8,7 @@ The model computes predictions; losses are composed in ``talkface.train.common``
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 from talkface.config import TrainConfig
@@ -56,7 +57,9 @@ def train(
             and interruptions only).
         on_progress: called (on rank 0 only) with events ``start`` (epochs, steps_per_epoch, device,
             start_epoch, start_step, num_train_clips, tensorboard, world_size), ``step`` (epoch, step,
-            loss, clips), ``validate`` (epoch) and ``epoch`` (the epoch's record).
+            loss, clips), ``validate`` (epoch), ``epoch`` (the epoch's record) and ``warning`` (kind, epoch,
+            message: validation says the model is not learning lip sync, ``talkface.train.diagnostics``;
+            without ``on_progress`` it is a ``RuntimeWarning``).
 
     Returns:
         A ``TrainResult``; after a resume its history includes the epochs run before.
@@ -88,7 +91,13 @@ def train(
         loop = TrainLoop.create(data_dir, out_dir, config, dataset, train_clips, val_clips, ctx=ctx, preset=preset,
                             model_overrides=model_overrides, encoder_config=encoder_config, overwrite=overwrite,
                             resume=resume, state_every_steps=state_every_steps,
-                            emit=on_progress if (on_progress and ctx.is_main) else (lambda event: None))
+                            emit=on_progress if (on_progress and ctx.is_main) else _warn_only)
         return loop.run()
     finally:
         distributed.shutdown(ctx)
+
+
+def _warn_only(event: dict[str, Any]) -> None:
+    """The progress sink when nobody listens: the lip-sync warnings still reach the caller, as RuntimeWarnings."""
+    if event.get("event") == "warning":
+        warnings.warn(event["message"], RuntimeWarning, stacklevel=2)
