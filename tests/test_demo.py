@@ -4,6 +4,7 @@ The default test checks the wiring and the mp4 (video and audio durations within
 `slow` test runs the real demo recipe and checks that the mouth follows the speech.
 """
 
+import numpy as np
 import pytest
 
 from talkface.demo import run_demo
@@ -37,6 +38,17 @@ def test_demo_pipeline_tiny(tmp_path):
     assert result.seen_correlation == pytest.approx(sum(seen) / 2)
     assert result.unseen_correlation == pytest.approx(unseen[0])
     assert any("training speakers" in key for key in result.summary())
+    # the ARKit-52 outputs: a Live Link Face take and a GLB with the 52 named targets, of the rendered clip
+    from talkface.io.blendshapes import ARKIT_NAMES, read_livelink_csv
+    from talkface.io.rig import load_rig
+
+    csv, glb = result.rig_outputs
+    assert csv.name == "demo_arkit.csv" and glb.name == "demo_arkit.glb"
+    track = read_livelink_csv(csv)
+    frames = np.load(result.animation)["vertices"].shape[0]
+    assert track.weights.shape[0] == frames
+    assert load_rig(glb).names == ARKIT_NAMES
+    assert 0.0 <= result.rig_fit.explained <= 1.0 and any("ARKit" in key for key in result.summary())
     _check_video(result)
 
 
@@ -49,3 +61,5 @@ def test_demo_mouth_follows_speech(tmp_path):
     assert result.lip_correlation > 0.5, result.summary()
     # issue #27's acceptance: training speakers' held-out clips >= 0.85, unseen speakers >= 0.8
     assert result.seen_correlation >= 0.85 and result.unseen_correlation >= 0.8, result.summary()
+    # issue #25's acceptance: the ARKit-52 rig of the synthetic head represents the demo model's motion
+    assert result.rig_fit.explained >= 0.95, result.summary()
