@@ -1533,24 +1533,24 @@ def _with_faces(env: Env, path: Path, faces: np.ndarray, *, frames: bool = True)
     return path
 
 
-@case("render", 1, "ANIMATION", "far.npz", "faces index vertices", "another mesh")
+@case("render", 1, "ANIMATION", "far.npz", "face indices span", "another mesh")
 def render_animation_whose_faces_leave_the_mesh(env: Env, d: Path) -> list[str]:
     return render_args(_with_faces(env, d / "far.npz", np.array([[0, 1, 10**6]], np.int32)), d)
 
 
-@case("render", 1, "--template", "head.npz", "faces index vertices", "-1")
+@case("render", 1, "--template", "head.npz", "face indices span", "-1")
 def render_template_whose_faces_are_negative(env: Env, d: Path) -> list[str]:
     head = _with_faces(env, d / "head.npz", np.array([[0, 1, -1]], np.int32), frames=False)
     np.save(d / "pred.npy", np.load(env.anim_npz)["vertices"].reshape(4, -1))
     return render_args(d / "pred.npy", d, "--fps", "30", "--template", str(head))
 
 
-@case("render", 1, "--compare", "gt.npz", "faces index vertices")
+@case("render", 1, "--compare", "gt.npz", "face indices span")
 def render_compare_whose_faces_leave_the_mesh(env: Env, d: Path) -> list[str]:
     return render_args(env.anim_npz, d, "--compare", str(_with_faces(env, d / "gt.npz", np.array([[0, 1, 99999]]))))
 
 
-@case("animate", 1, "--checkpoint", "faces.npy", "faces index vertices", "copy the run folder again")
+@case("animate", 1, "--checkpoint", "faces.npy", "face indices span", "copy the run folder again")
 def animate_with_a_run_whose_faces_leave_the_mesh(env: Env, d: Path) -> list[str]:
     run = _run_copy(env, d)
     np.save(run / "faces.npy", np.array([[0, 1, env.num_vertices]], np.int32))

@@ -39,7 +39,7 @@ def check_face_indices(faces: np.ndarray, num_vertices: int, source: str) -> np.
     if faces.dtype == object or not np.issubdtype(faces.dtype, np.integer):
         raise TemplateError(f"{source}: faces are {faces.dtype}; expected (F, 3) integer vertex indices")
     if faces.min() < 0 or faces.max() >= num_vertices:
-        raise TemplateError(f"{source}: faces index vertices {faces.min()}..{faces.max()} but the mesh has "
+        raise TemplateError(f"{source}: face indices span {faces.min()}..{faces.max()} but the mesh has "
                             f"{num_vertices} (0..{num_vertices - 1}); the faces belong to another mesh: write the "
                             "file again with its own topology")
     return faces.astype(np.int32)
