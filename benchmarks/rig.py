@@ -16,7 +16,7 @@ Measured, side by side in one process:
 - live: ``LiveRetargeter.push`` one frame at a time (what ``stream --rig`` adds per final frame), median
   and p95 over 300 frames, with and without ``--smooth``.
 
-    python benchmarks/rig.py [--frames 1800] [--oracle-frames 60] [--repeats 3] [--no-doc]
+    python benchmarks/rig.py [--frames 1800] [--oracle-frames 20] [--repeats 3] [--no-doc]
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def oracle_rate(rig, prepared, vertices, frames_idx, method: str) -> tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=1800)
-    parser.add_argument("--oracle-frames", type=int, default=60)
+    parser.add_argument("--oracle-frames", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-doc", action="store_true", help="print only; do not write docs/benchmarks.md")
     args = parser.parse_args()
