@@ -12,7 +12,9 @@ from talkface.cli.common import (
     DeviceOpt,
     InFile,
     OverwriteOpt,
+    StepTimer,
     ThreadsOpt,
+    VerboseOpt,
     console,
     err,
     handle_errors,
@@ -36,15 +38,19 @@ def animate(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Animate speech in a chosen speaker's style (.npz, FaceFormer .npy, an OBJ folder, or glTF/GLB)."""
+    step = StepTimer(verbose)
     common.use_threads(threads)
+    step("import torch")
     from talkface import workflows
 
+    step("import talkface")
     inputs = workflows.expand_audio_inputs(audio)
     results = workflows.animate_files(inputs, checkpoint=checkpoint, style=style, out=out, subject=subject,
                                       template=template, device=device, overwrite=overwrite, render=render,
-                                      fmt=fmt)
+                                      fmt=fmt, on_step=step)
     failed = 0
     for r in results:
         if r.error is None:

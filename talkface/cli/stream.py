@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from talkface.cli.common import OverwriteOpt, device_flag, err, handle_errors
+from talkface.cli.common import OverwriteOpt, StepTimer, VerboseOpt, device_flag, err, handle_errors
 from talkface.config import check_number
 from talkface.errors import ConfigError, StreamError
 from talkface.io.fileio import check_paths
@@ -85,7 +85,7 @@ def stream(
     template: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Any mesh with the model's vertex count.")] = None,
     device: Annotated[str, typer.Option("--device", callback=device_flag, help="cpu (default), auto, cuda or cuda:N.")]
     = "cpu",
-    verbose: Annotated[bool, typer.Option("--verbose", help="Print the start-up steps and their times.")] = False,
+    verbose: VerboseOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Animate live speech: audio in as it arrives, final mesh frames out with bounded latency.
@@ -94,6 +94,7 @@ def stream(
     stderr. Ctrl-C or SIGTERM ends the stream: --out gets the frames so far (exit 130 / 143).
     """
     started = time.perf_counter()
+    step = StepTimer(verbose)
     if frames is None and out is None:
         raise typer.BadParameter("give --frames - (or FILE) and/or --out ANIM.npz", param_hint="--frames/--out")
     if realtime and source == "-":
@@ -108,15 +109,15 @@ def stream(
     from talkface.io.feed import file_producer, pcm_producer
     from talkface.io.frames import PcmDecoder, record_size
 
+    step("import torch and talkface")
+
     live.check_stream_outputs(out, frames_file, overwrite=overwrite)
     hop = None if hop_ms == "auto" else float(hop_ms)
     config = StreamConfig(lookahead_ms=lookahead_ms, hop_ms=hop or 0.0, context_ms=context_ms,
                           memory_s=memory_s if memory_s > 0 else None)
     audio = None if source == "-" else load_audio(Path(source))  # animate's checks: unreadable, silent, short
     setup = live.open_stream(checkpoint, style, subject=subject, template=template, device=device, config=config,
-                             hop_ms=hop)
-    if verbose:
-        _print_steps(setup.steps, started)
+                             hop_ms=hop, on_step=step)
     sinks: list[Any] = []
     if out is not None:
         sinks.append(live.AnimationSink(out, setup, overwrite=overwrite, source=source, checkpoint=checkpoint))
@@ -157,13 +158,6 @@ def stream(
                     if isinstance(s, live.AnimationSink) and s.written)
     err.print(f"done: {report.samples / 16000:.2f} s of audio → {report.frames} frames in "
               f"{time.perf_counter() - started:.1f} s{note}{saved}", highlight=False)
-
-
-def _print_steps(steps: list[tuple[str, float]], started: float) -> None:
-    listed = sum(seconds for _, seconds in steps)
-    rest = time.perf_counter() - started - listed
-    for name, seconds in [("start and imports", rest), *steps]:
-        err.print(f"[dim]start-up:[/] {name}: {seconds:.2f} s", highlight=False)
 
 
 def _silence_stdout() -> None:
