@@ -451,3 +451,68 @@ def test_refuses_short_silent_and_missing_audio(run, tmp_path):
     proc = _cli("-", "--checkpoint", str(run), "--style", "alice", "--frames", "-")
     out, err = proc.communicate(b"\0" * 16000, timeout=300)  # digital silence on stdin, as animate refuses a file
     assert proc.returncode == 1 and b"is silent" in err, err.decode()
+
+
+# ------------------------------------------------------------------------------------ the run loop and its sinks
+
+
+class ListSink:
+    """A frame sink of the test's own: the loop must feed it without knowing it."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, np.ndarray]] = []
+        self.closed = self.aborted = 0
+
+    def write(self, first: int, vertices: np.ndarray) -> None:
+        self.batches.append((first, vertices.copy()))
+
+    def close(self) -> None:
+        self.closed += 1
+
+    def abort(self) -> None:
+        self.aborted += 1
+
+
+def _setup(run):
+    from talkface.live import open_stream
+
+    return open_stream(run, "alice", config=StreamConfig(lookahead_ms=100), hop_ms=50.0)
+
+
+def test_run_live_feeds_every_sink_in_order(run, tmp_path):
+    from talkface.io.feed import file_producer
+    from talkface.live import AnimationSink, run_live
+
+    setup = _setup(run)
+    audio = _speech(1.5)
+    mine, saved = ListSink(), AnimationSink(tmp_path / "a.npz", setup, overwrite=False, source="x", checkpoint=run)
+    report = run_live(setup, file_producer(audio, realtime=False), [mine, saved], source="x")
+    firsts = [first for first, _ in mine.batches]
+    counts = [v.shape[0] for _, v in mine.batches]
+    assert firsts == list(np.cumsum([0] + counts[:-1]))  # in order, none skipped, none repeated
+    assert sum(counts) == report.frames == setup.streamer.model.num_frames_for(audio.size)
+    assert (mine.closed, mine.aborted) == (1, 0)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["vertices"],
+                                  np.concatenate([v for _, v in mine.batches]))
+
+
+def test_run_live_saves_on_interrupt_and_aborts_on_refused_input(run, tmp_path):
+    from talkface.errors import AudioError, InterruptedRun
+    from talkface.live import AnimationSink, run_live
+
+    def interrupted(put):
+        put(_speech(1.0))
+        raise KeyboardInterrupt  # Ctrl-C (or SIGTERM, which the CLI turns into it) while audio arrives
+
+    setup = _setup(run)
+    mine, saved = ListSink(), AnimationSink(tmp_path / "a.npy", setup, overwrite=False, source="x", checkpoint=run)
+    with pytest.raises(InterruptedRun, match=r"stopped after \d+ frames; wrote \d+ frames to .*a\.npy"):
+        run_live(setup, interrupted, [mine, saved], source="x")
+    assert mine.closed == 1 and saved.count > 0
+    assert np.load(tmp_path / "a.npy").shape == (saved.count, 30)
+
+    setup = _setup(run)
+    mine, saved = ListSink(), AnimationSink(tmp_path / "s.npz", setup, overwrite=False, source="x", checkpoint=run)
+    with pytest.raises(AudioError, match="silent"):
+        run_live(setup, lambda put: put(np.zeros(16000, np.float32)), [mine, saved], source="x")
+    assert (mine.closed, mine.aborted) == (0, 1) and not (tmp_path / "s.npz").exists()
