@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -516,3 +517,22 @@ def test_run_live_saves_on_interrupt_and_aborts_on_refused_input(run, tmp_path):
     with pytest.raises(AudioError, match="silent"):
         run_live(setup, lambda put: put(np.zeros(16000, np.float32)), [mine, saved], source="x")
     assert (mine.closed, mine.aborted) == (0, 1) and not (tmp_path / "s.npz").exists()
+
+
+def test_verbose_prints_the_start_up_steps(run, tmp_path):
+    from typer.testing import CliRunner
+
+    from talkface.cli import app
+    from talkface.io.audio import write_wav
+
+    wav = write_wav(tmp_path / "a.wav", _speech(0.5))
+    streamed = CliRunner().invoke(app, ["stream", str(wav), "--checkpoint", str(run), "--style", "alice", "--out",
+                                        str(tmp_path / "s.npz"), "--verbose"])
+    animated = CliRunner().invoke(app, ["animate", str(wav), "--checkpoint", str(run), "--style", "alice", "--out",
+                                        str(tmp_path / "a.npz"), "--verbose"])
+    for result, steps in ((streamed, ("import torch and talkface", "load the model", "time a pass (auto hop)")),
+                          (animated, ("import torch", "load the model", "animate a.wav (alice)", "write a.npz"))):
+        assert result.exit_code == 0, result.output
+        for step in steps:
+            assert re.search(rf"start-up: {re.escape(step)}: \d+\.\d\d s \(at \d+\.\d\d s\)", result.output), \
+                result.output
