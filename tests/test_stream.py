@@ -107,8 +107,9 @@ def test_full_context_other_encoder_variants(overrides):
 
 def test_a_backlog_is_encoded_in_one_pass(tiny_encoder_config):
     """Audio that piled up is one pass: pushed at once with a 200 ms look-ahead but a context covering
-    it, the frames are generate's (each saw all the audio waiting, as offline does), to 1e-5 m; caught
-    up one second per pass (the old way) they are not."""
+    it, the frames are generate's (each saw all the audio waiting, as offline does), and the paced
+    stream's whose look-ahead covers the backlog, to 1e-5 m; caught up one second per pass (the old
+    way) they are not."""
     model = _model(tiny_encoder_config, 2, 25.0)
     audio = _speech(2.3, seed=2)
     template = np.random.default_rng(3).normal(scale=0.1, size=(10, 3)).astype(np.float32)
@@ -120,6 +121,9 @@ def test_a_backlog_is_encoded_in_one_pass(tiny_encoder_config):
     streamed = np.concatenate([first, streamer.finish()])
     assert streamed.shape == offline.shape
     assert np.abs(streamed - offline).max() < 1e-5
+    paced, _ = _stream(model, audio, StreamConfig(lookahead_ms=5000, context_ms=5000, memory_s=None), [1600] * 14,
+                       template)  # paced in 100 ms pieces, with a look-ahead covering what the backlog held
+    assert np.abs(streamed - paced).max() < 1e-5
     per_second, _ = _stream(model, audio, config, [16000, 16000], template)
     assert np.abs(per_second - offline).max() > 1e-4
 
