@@ -198,7 +198,9 @@ def run_stream(streamer: Streamer, feed: AudioFeed, on_frames: Callable[[int, np
     """Push the feed's audio through ``streamer``; ``on_frames(first_index, (n, V, 3))`` as frames become final.
 
     A step that takes more than ``behind_s`` of waiting audio means the machine fell behind:
-    ``on_behind(seconds)`` is called, and the frames still come out in order, none dropped.
+    ``on_behind(seconds)`` is called, and the frames still come out in order, none dropped. Before
+    the first frame, a backlog is pushed in two parts: just enough audio for the first frames, then the
+    rest (``Streamer.first_frames_samples``), so the first frames do not wait for the whole backlog.
     At the end the input is checked as ``animate`` checks a file (too short, digital silence). Frames
     are checked as ``animate`` checks them (``check_finite_output``) before ``on_frames`` sees them.
 
@@ -222,12 +224,15 @@ def run_stream(streamer: Streamer, feed: AudioFeed, on_frames: Callable[[int, np
             if on_behind is not None:
                 on_behind(backlog)
         report.samples = feed.samples
-        frames = check_finite_output(streamer.push(samples), streamer.model, checkpoint=checkpoint, audio=source)
-        if frames.shape[0]:
-            if report.first_frame_s is None:
-                report.first_frame_s = time.perf_counter() - began
-            on_frames(streamer.emitted - frames.shape[0], frames)
-            report.frames = streamer.emitted
+        first = streamer.first_frames_samples() - streamer.total if streamer.emitted == 0 else 0
+        # at start, the audio heard while the model loaded: the first frames after a short pass, the rest in one
+        for piece in (samples[:first], samples[first:]) if 0 < first < samples.size else (samples,):
+            frames = check_finite_output(streamer.push(piece), streamer.model, checkpoint=checkpoint, audio=source)
+            if frames.shape[0]:
+                if report.first_frame_s is None:
+                    report.first_frame_s = time.perf_counter() - began
+                on_frames(streamer.emitted - frames.shape[0], frames)
+                report.frames = streamer.emitted
     check_waveform(head, source)
     if not heard:
         check_not_silent(head, source)

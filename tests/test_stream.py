@@ -540,3 +540,17 @@ def test_verbose_prints_the_start_up_steps(run, tmp_path):
         for step in steps:
             assert re.search(rf"start-up: {re.escape(step)}: \d+\.\d\d s \(at \d+\.\d\d s\)", result.output), \
                 result.output
+
+
+def test_the_first_frames_do_not_wait_for_the_whole_start_up_backlog(run):
+    """The audio heard while the model loaded: a short pass for the first frames, then the rest in one."""
+    from talkface.live import run_live
+
+    setup = _setup(run)  # 100 ms look-ahead, 50 ms hop
+    audio = _speech(2.0)
+    mine = ListSink()
+    run_live(setup, lambda put: put(audio), [mine], source="x")  # all of it waiting at the first step
+    counts = [v.shape[0] for _, v in mine.batches]
+    assert len(counts) == 3  # first frames, the rest of the backlog in one pass, the end
+    assert 0 < counts[0] <= 3 < counts[1]  # 50 ms hop at 30 fps: the first pass commits 2 frames
+    assert sum(counts) == setup.streamer.model.num_frames_for(audio.size)

@@ -317,6 +317,16 @@ class Streamer:
             return self._empty()
         return self._pass(ready, commit)
 
+    def first_frames_samples(self) -> int:
+        """Samples after which a pass can commit the first ``hop`` frames (look-ahead and CNN window included).
+
+        A live loop that starts with a backlog (the audio that arrived while the model loaded) pushes
+        this much first, so that the first frames leave after a short pass, then the rest in one pass.
+        """
+        frame_s = 1.0 / self.rate
+        seconds = (max(self.hop, self.width) - 1) * frame_s + self.config.lookahead_ms / 1000.0
+        return math.ceil(seconds * SAMPLE_RATE) + self.enc.receptive_field
+
     @torch.no_grad()
     def finish(self) -> np.ndarray:
         """End of input: commit every remaining frame; return them (n, V, 3)."""
