@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -30,9 +30,9 @@ from talkface.io.audio import MIN_SAMPLES, check_not_silent, check_waveform
 from talkface.io.feed import AudioFeed, Producer
 from talkface.io.fileio import check_output_path, check_writable_folder
 from talkface.io.frames import encode_frames
+from talkface.io.run_assets import load_run_assets
 from talkface.model.checkpoint import load_checkpoint
 from talkface.runtime import resolve_device
-from talkface.train.runs import load_run_assets
 from talkface.workflows import write_animation_file
 
 STREAM_SUFFIXES = (".npz", ".npy", ".glb", ".gltf")  # written atomically at the end (not an OBJ folder)
@@ -43,10 +43,7 @@ STREAM_SUFFIXES = (".npz", ".npy", ".glb", ".gltf")  # written atomically at the
 
 @dataclass
 class StreamSetup:
-    """A ready ``Streamer`` and what its sinks need: rate, vertex count, template, faces, names.
-
-    ``steps`` lists the start-up steps and their seconds (``--verbose`` prints them).
-    """
+    """A ready ``Streamer`` and what its sinks need: rate, vertex count, template, faces, names."""
 
     streamer: Any
     hop_ms: float
@@ -57,29 +54,20 @@ class StreamSetup:
     faces: np.ndarray | None
     style: str
     subject: str
-    steps: list[tuple[str, float]] = field(default_factory=list)
 
 
 def open_stream(checkpoint: Path, style: str, *, subject: str | None = None, template: Path | None = None,
                 device: str = "cpu", config: StreamConfig | None = None, hop_ms: float | None = None,
-                ) -> StreamSetup:
+                on_step: Callable[[str], None] | None = None) -> StreamSetup:
     """Load the model and pick style and template exactly as ``animate_files`` does; one style only.
 
     ``hop_ms`` None picks the hop from a timed probe pass (``auto_hop_ms``); else it replaces
-    ``config.hop_ms``.
+    ``config.hop_ms``. ``on_step(name)`` is called as each start-up step ends (``--verbose``).
 
     Raises:
         ConfigError, CheckpointError, TemplateError: as ``animate``; also ``--style all`` (several styles).
     """
-    steps: list[tuple[str, float]] = []
-    began = time.perf_counter()
-
-    def step(name: str) -> None:
-        nonlocal began
-        now = time.perf_counter()
-        steps.append((name, now - began))
-        began = now
-
+    step = on_step or (lambda name: None)
     device = resolve_device(device)
     model, _ = load_checkpoint(checkpoint, device=device)
     step("load the model")
@@ -103,7 +91,7 @@ def open_stream(checkpoint: Path, style: str, *, subject: str | None = None, tem
     config = replace(config, hop_ms=hop_ms)
     streamer = Streamer(model, tmpl, styles[0].weights, config)
     return StreamSetup(streamer, streamer.config.hop_ms, pass_seconds, model.config.fps, model.config.num_vertices,
-                       tmpl, faces if faces is not None else assets.faces, styles[0].label, name, steps)
+                       tmpl, faces if faces is not None else assets.faces, styles[0].label, name)
 
 
 # --------------------------------------------------------------------------------------------- frames out
@@ -211,7 +199,9 @@ def run_stream(streamer: Streamer, feed: AudioFeed, on_frames: Callable[[int, np
     """Push the feed's audio through ``streamer``; ``on_frames(first_index, (n, V, 3))`` as frames become final.
 
     A step that takes more than ``behind_s`` of waiting audio means the machine fell behind:
-    ``on_behind(seconds)`` is called, and the frames still come out in order, none dropped.
+    ``on_behind(seconds)`` is called, and the frames still come out in order, none dropped. Before
+    the first frame, a backlog is pushed in two parts: just enough audio for the first frames, then the
+    rest (``Streamer.first_frames_samples``), so the first frames do not wait for the whole backlog.
     At the end the input is checked as ``animate`` checks a file (too short, digital silence). Frames
     are checked as ``animate`` checks them (``check_finite_output``) before ``on_frames`` sees them.
 
@@ -235,12 +225,15 @@ def run_stream(streamer: Streamer, feed: AudioFeed, on_frames: Callable[[int, np
             if on_behind is not None:
                 on_behind(backlog)
         report.samples = feed.samples
-        frames = check_finite_output(streamer.push(samples), streamer.model, checkpoint=checkpoint, audio=source)
-        if frames.shape[0]:
-            if report.first_frame_s is None:
-                report.first_frame_s = time.perf_counter() - began
-            on_frames(streamer.emitted - frames.shape[0], frames)
-            report.frames = streamer.emitted
+        first = streamer.first_frames_samples() - streamer.total if streamer.emitted == 0 else 0
+        # at start, the audio heard while the model loaded: the first frames after a short pass, the rest in one
+        for piece in (samples[:first], samples[first:]) if 0 < first < samples.size else (samples,):
+            frames = check_finite_output(streamer.push(piece), streamer.model, checkpoint=checkpoint, audio=source)
+            if frames.shape[0]:
+                if report.first_frame_s is None:
+                    report.first_frame_s = time.perf_counter() - began
+                on_frames(streamer.emitted - frames.shape[0], frames)
+                report.frames = streamer.emitted
     check_waveform(head, source)
     if not heard:
         check_not_silent(head, source)

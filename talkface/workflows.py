@@ -8,6 +8,7 @@ chain is short, and splitting them apart would scatter the shared path checks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,11 @@ from talkface.io.audio import load_audio
 from talkface.io.fileio import atomic_folder, atomic_path, check_output_path, check_paths, read_npy
 from talkface.io.gltf import write_gltf
 from talkface.io.mesh import load_mesh, save_obj_sequence
+from talkface.io.run_assets import load_run_assets, run_reads
 from talkface.model.checkpoint import load_checkpoint
 from talkface.render.offscreen import RenderConfig, render_video
 from talkface.rig import retargeting as retarget_stage
 from talkface.runtime import resolve_device
-from talkface.train.runs import load_run_assets, run_reads
 
 __all__ = ["AnimateResult", "animate_files", "evaluate", "expand_audio_inputs", "load_animation_for_render",
            "load_ground_truth", "output_path", "render_animation", "write_animation_file"]
@@ -109,8 +110,11 @@ def animate_files(
     rig: str | None = None,
     solve: Any = None,
     fit_region: str | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> list[AnimateResult]:
     """Load the model once and animate every input under every requested style.
+
+    ``on_step(name)`` is called as each start-up step ends (``--verbose`` times them).
 
     ``fmt`` (npz, npy, obj, glb, gltf) names the files written into a folder ``out``; a single output
     with a suffix is written in the format of its suffix. With ``rig`` (a rig file, folder or built-in
@@ -126,9 +130,12 @@ def animate_files(
         rig_path = Path(rig) if Path(rig).exists() else None
     elif f".{fmt.lstrip('.').lower()}" not in ANIMATION_SUFFIXES:
         raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(x[1:] for x in ANIMATION_SUFFIXES)}")
+    step = on_step or (lambda name: None)
     device = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, device=device)
+    step("load the model")
     assets = load_run_assets(checkpoint if checkpoint.is_dir() else checkpoint.parent)
+    step("read the run's templates")
     styles = parse_style(style, model.config.speakers)
     single = len(inputs) == 1 and len(styles) == 1
     planned = {(a, s.label): output_path(out, a, s.label if len(styles) > 1 else None, single,
@@ -148,12 +155,14 @@ def animate_files(
         result = AnimateResult(audio_path)
         try:
             audio = load_audio(audio_path)
+            step(f"read {audio_path.name}")
             for s in styles:
                 name, tmpl, faces = choose_template(assets.templates, subject=subject, style=s,
                                                     speakers=model.config.speakers, template_file=template,
                                                     num_vertices=model.config.num_vertices)
                 vertices = check_finite_output(animate(model, audio, tmpl, s, device=device), model,
                                                checkpoint=checkpoint, audio=audio_path)
+                step(f"animate {audio_path.name} ({s.label})")
                 anim = make_animation(vertices, model.config.fps, faces if faces is not None else assets.faces,
                                       neutral=tmpl, style=s.label, subject=name, audio=str(audio_path),
                                       checkpoint=str(checkpoint))
@@ -166,6 +175,7 @@ def animate_files(
                                                                    overwrite=overwrite, meta=anim.meta))
                 else:
                     result.outputs.append(write_animation_file(path, anim, overwrite=overwrite, base=tmpl))
+                step(f"write {path.name}")
                 if render:
                     result.outputs.append(render_animation(anim, path.with_suffix(".mp4"), audio_path, overwrite))
         except TalkfaceError as e:

@@ -2,7 +2,7 @@ import time
 
 import pytest
 import torch
-from transformers import Wav2Vec2Model
+from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from talkface.errors import AudioError, EncoderError
 from talkface.model import audio_encoder as ae
@@ -177,7 +177,7 @@ def test_training_pass_trains_transformer_not_cnn(tiny_encoder_config):
 
 def test_load_pretrained_from_local_folder(tmp_path, tiny_encoder_config):
     torch.manual_seed(1)
-    source = Wav2Vec2Model(ae.Wav2Vec2Config(**tiny_encoder_config))
+    source = Wav2Vec2Model(Wav2Vec2Config(**tiny_encoder_config))
     source.save_pretrained(tmp_path / "w2v")
     assert load_pretrained_encoder_config(str(tmp_path / "w2v"))["hidden_size"] == 32
     enc = make_encoder(tiny_encoder_config)

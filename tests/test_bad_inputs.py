@@ -2085,7 +2085,7 @@ def test_stream_refuses_while_stdin_is_still_open(env: Env, tmp_path: Path, extr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
-def _stream_until_frames(env: Env, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, list]:
+def _stream_until_frames(env: Env, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, list, Any]:
     import threading
     import time
 
@@ -2102,22 +2102,20 @@ def _stream_until_frames(env: Env, tmp_path: Path, *extra: str) -> tuple[subproc
     while len(reader) < 10 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert len(reader) >= 10, proc.stderr.read().decode() if proc.poll() is not None else "no frames"
-    return proc, reader
+    return proc, reader, thread
 
 
 @pytest.mark.parametrize("signum, code", [(15, 143), (2, 130)])
 def test_stream_signal_mid_stream_saves_the_frames_so_far(env: Env, tmp_path: Path, signum: int,
                                                           code: int) -> None:
-    import time
-
-    proc, reader = _stream_until_frames(env, tmp_path)
+    proc, reader, thread = _stream_until_frames(env, tmp_path)
     try:
         proc.send_signal(signum)
         proc.wait(timeout=120)
         stderr = proc.stderr.read().decode()
     finally:
         proc.kill()
-    time.sleep(0.5)  # the reader thread drains the last records
+    thread.join(timeout=60)  # the reader drains the last records until stdout closes
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr and "o.npy" in stderr
     saved = np.load(tmp_path / "o.npy")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,8 +107,9 @@ def test_full_context_other_encoder_variants(overrides):
 
 def test_a_backlog_is_encoded_in_one_pass(tiny_encoder_config):
     """Audio that piled up is one pass: pushed at once with a 200 ms look-ahead but a context covering
-    it, the frames are generate's (each saw all the audio waiting, as offline does), to 1e-5 m; caught
-    up one second per pass (the old way) they are not."""
+    it, the frames are generate's (each saw all the audio waiting, as offline does), and the paced
+    stream's whose look-ahead covers the backlog, to 1e-5 m; caught up one second per pass (the old
+    way) they are not."""
     model = _model(tiny_encoder_config, 2, 25.0)
     audio = _speech(2.3, seed=2)
     template = np.random.default_rng(3).normal(scale=0.1, size=(10, 3)).astype(np.float32)
@@ -119,6 +121,9 @@ def test_a_backlog_is_encoded_in_one_pass(tiny_encoder_config):
     streamed = np.concatenate([first, streamer.finish()])
     assert streamed.shape == offline.shape
     assert np.abs(streamed - offline).max() < 1e-5
+    paced, _ = _stream(model, audio, StreamConfig(lookahead_ms=5000, context_ms=5000, memory_s=None), [1600] * 14,
+                       template)  # paced in 100 ms pieces, with a look-ahead covering what the backlog held
+    assert np.abs(streamed - paced).max() < 1e-5
     per_second, _ = _stream(model, audio, config, [16000, 16000], template)
     assert np.abs(per_second - offline).max() > 1e-4
 
@@ -451,3 +456,101 @@ def test_refuses_short_silent_and_missing_audio(run, tmp_path):
     proc = _cli("-", "--checkpoint", str(run), "--style", "alice", "--frames", "-")
     out, err = proc.communicate(b"\0" * 16000, timeout=300)  # digital silence on stdin, as animate refuses a file
     assert proc.returncode == 1 and b"is silent" in err, err.decode()
+
+
+# ------------------------------------------------------------------------------------ the run loop and its sinks
+
+
+class ListSink:
+    """A frame sink of the test's own: the loop must feed it without knowing it."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, np.ndarray]] = []
+        self.closed = self.aborted = 0
+
+    def write(self, first: int, vertices: np.ndarray) -> None:
+        self.batches.append((first, vertices.copy()))
+
+    def close(self) -> None:
+        self.closed += 1
+
+    def abort(self) -> None:
+        self.aborted += 1
+
+
+def _setup(run):
+    from talkface.live import open_stream
+
+    return open_stream(run, "alice", config=StreamConfig(lookahead_ms=100), hop_ms=50.0)
+
+
+def test_run_live_feeds_every_sink_in_order(run, tmp_path):
+    from talkface.io.feed import file_producer
+    from talkface.live import AnimationSink, run_live
+
+    setup = _setup(run)
+    audio = _speech(1.5)
+    mine, saved = ListSink(), AnimationSink(tmp_path / "a.npz", setup, overwrite=False, source="x", checkpoint=run)
+    report = run_live(setup, file_producer(audio, realtime=False), [mine, saved], source="x")
+    firsts = [first for first, _ in mine.batches]
+    counts = [v.shape[0] for _, v in mine.batches]
+    assert firsts == list(np.cumsum([0] + counts[:-1]))  # in order, none skipped, none repeated
+    assert sum(counts) == report.frames == setup.streamer.model.num_frames_for(audio.size)
+    assert (mine.closed, mine.aborted) == (1, 0)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["vertices"],
+                                  np.concatenate([v for _, v in mine.batches]))
+
+
+def test_run_live_saves_on_interrupt_and_aborts_on_refused_input(run, tmp_path):
+    from talkface.errors import AudioError, InterruptedRun
+    from talkface.live import AnimationSink, run_live
+
+    def interrupted(put):
+        put(_speech(1.0))
+        raise KeyboardInterrupt  # Ctrl-C (or SIGTERM, which the CLI turns into it) while audio arrives
+
+    setup = _setup(run)
+    mine, saved = ListSink(), AnimationSink(tmp_path / "a.npy", setup, overwrite=False, source="x", checkpoint=run)
+    with pytest.raises(InterruptedRun, match=r"stopped after \d+ frames; wrote \d+ frames to .*a\.npy"):
+        run_live(setup, interrupted, [mine, saved], source="x")
+    assert mine.closed == 1 and saved.count > 0
+    assert np.load(tmp_path / "a.npy").shape == (saved.count, 30)
+
+    setup = _setup(run)
+    mine, saved = ListSink(), AnimationSink(tmp_path / "s.npz", setup, overwrite=False, source="x", checkpoint=run)
+    with pytest.raises(AudioError, match="silent"):
+        run_live(setup, lambda put: put(np.zeros(16000, np.float32)), [mine, saved], source="x")
+    assert (mine.closed, mine.aborted) == (0, 1) and not (tmp_path / "s.npz").exists()
+
+
+def test_verbose_prints_the_start_up_steps(run, tmp_path):
+    from typer.testing import CliRunner
+
+    from talkface.cli import app
+    from talkface.io.audio import write_wav
+
+    wav = write_wav(tmp_path / "a.wav", _speech(0.5))
+    streamed = CliRunner().invoke(app, ["stream", str(wav), "--checkpoint", str(run), "--style", "alice", "--out",
+                                        str(tmp_path / "s.npz"), "--verbose"])
+    animated = CliRunner().invoke(app, ["animate", str(wav), "--checkpoint", str(run), "--style", "alice", "--out",
+                                        str(tmp_path / "a.npz"), "--verbose"])
+    for result, steps in ((streamed, ("import torch and talkface", "load the model", "time a pass (auto hop)")),
+                          (animated, ("import torch", "load the model", "animate a.wav (alice)", "write a.npz"))):
+        assert result.exit_code == 0, result.output
+        for step in steps:
+            assert re.search(rf"start-up: {re.escape(step)}: \d+\.\d\d s \(at \d+\.\d\d s\)", result.output), \
+                result.output
+
+
+def test_the_first_frames_do_not_wait_for_the_whole_start_up_backlog(run):
+    """The audio heard while the model loaded: a short pass for the first frames, then the rest in one."""
+    from talkface.live import run_live
+
+    setup = _setup(run)  # 100 ms look-ahead, 50 ms hop
+    audio = _speech(2.0)
+    mine = ListSink()
+    run_live(setup, lambda put: put(audio), [mine], source="x")  # all of it waiting at the first step
+    counts = [v.shape[0] for _, v in mine.batches]
+    assert len(counts) == 3  # first frames, the rest of the backlog in one pass, the end
+    assert 0 < counts[0] <= 3 < counts[1]  # 50 ms hop at 30 fps: the first pass commits 2 frames
+    assert sum(counts) == setup.streamer.model.num_frames_for(audio.size)

@@ -12,7 +12,9 @@ from talkface.cli.common import (
     DeviceOpt,
     InFile,
     OverwriteOpt,
+    StepTimer,
     ThreadsOpt,
+    VerboseOpt,
     console,
     err,
     handle_errors,
@@ -43,6 +45,7 @@ def animate(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Animate speech in a chosen speaker's style (.npz, FaceFormer .npy, an OBJ folder, or glTF/GLB).
 
@@ -50,17 +53,20 @@ def animate(
     (Audio2Face-style), .glb/.gltf (the rig with named targets, animated) or .npz (--format livelink, a2f,
     glb, gltf, npz for a folder).
     """
-    common.use_threads(threads)
+    step = StepTimer(verbose)
     options = solve_options(bounds, l2, smooth, symmetry) if rig is not None else None
     if rig is None and (bounds, l2, smooth, symmetry, fit_region) != ("0,1", 0.0, 0.0, 0.0, None):
         raise typer.BadParameter("--bounds, --l2, --smooth, --symmetry and --fit-region need --rig RIG",
                                  param_hint="--rig")
+    common.use_threads(threads)
+    step("import torch")
     from talkface import workflows
 
+    step("import talkface")
     inputs = workflows.expand_audio_inputs(audio)
     results = workflows.animate_files(inputs, checkpoint=checkpoint, style=style, out=out, subject=subject,
                                       template=template, device=device, overwrite=overwrite, render=render,
-                                      fmt=fmt, rig=rig, solve=options, fit_region=fit_region)
+                                      fmt=fmt, rig=rig, solve=options, fit_region=fit_region, on_step=step)
     failed = 0
     for r in results:
         for fit in r.fits:

@@ -75,6 +75,30 @@ def use_threads(requested: int | None, *, encoder: str | None = None) -> None:
                                           env_threads=runtime.env_thread_count(),
                                           small_model=encoder in runtime.SMALL_ENCODERS)
     runtime.apply_thread_policy(policy)
+VerboseOpt = Annotated[bool, typer.Option("--verbose", help="Print the start-up steps and their times (stderr).")]
+
+
+class StepTimer:
+    """``timer(name)`` prints (when ``verbose``) the seconds since the previous step, to stderr.
+
+    The first step counts from the command's start (Python's own start and the CLI's imports, about
+    0.3 s, come before it).
+    """
+
+    def __init__(self, verbose: bool) -> None:
+        import time
+
+        self.verbose, self.clock = verbose, time.perf_counter
+        self.last = self.started = self.clock()
+
+    def __call__(self, name: str) -> None:
+        now = self.clock()
+        if self.verbose:
+            err.print(f"[dim]start-up:[/] {name}: {now - self.last:.2f} s (at {now - self.started:.2f} s)",
+                      highlight=False)
+        self.last = now
+
+
 InFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, resolve_path=True)]
 InDir = Annotated[Path, typer.Argument(exists=True, file_okay=False, resolve_path=True)]
 

@@ -42,7 +42,7 @@ def evaluate(
     csv_path = csv if csv is not None else (report.with_suffix(".csv") if report is not None else None)
     from talkface.data.dataset import dataset_reads
     from talkface.io.fileio import check_output_path
-    from talkface.train.runs import run_reads
+    from talkface.io.run_assets import run_reads
 
     check_paths({"--data": dataset_reads(data), "--checkpoint": run_reads(checkpoint) if checkpoint else None,
                  "--pred": pred, "--masks": masks}, {"--report": report, "--csv": csv_path, "--plot": plot},

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from talkface.cli.common import OverwriteOpt, device_flag, err, handle_errors
+from talkface.cli import common
+from talkface.cli.common import OverwriteOpt, StepTimer, ThreadsOpt, VerboseOpt, device_flag, err, handle_errors
 from talkface.cli.rig import BoundsOpt, FitRegionOpt, L2Opt, RigOpt, SmoothOpt, SymmetryOpt, solve_options
 from talkface.config import check_number
 from talkface.errors import ConfigError, StreamError
@@ -86,7 +87,8 @@ def stream(
     template: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="Any mesh with the model's vertex count.")] = None,
     device: Annotated[str, typer.Option("--device", callback=device_flag, help="cpu (default), auto, cuda or cuda:N.")]
     = "cpu",
-    verbose: Annotated[bool, typer.Option("--verbose", help="Print the start-up steps and their times.")] = False,
+    threads: ThreadsOpt = None,
+    verbose: VerboseOpt = False,
     rig: RigOpt = None,
     weights: Annotated[str | None, typer.Option(help="With --rig: - (stdout) or FILE, each final frame's weights "
                                                      "(bin: uint32 LE index + K float32 LE; csv: a line).")] = None,
@@ -107,6 +109,7 @@ def stream(
     stderr. Ctrl-C or SIGTERM ends the stream: --out gets the frames so far (exit 130 / 143).
     """
     started = time.perf_counter()
+    step = StepTimer(verbose)
     if frames is None and out is None and weights is None and livelink is None:
         raise typer.BadParameter("give --frames - (or FILE), --out ANIM.npz, or with --rig --weights/--livelink",
                                  param_hint="--frames/--out")
@@ -116,17 +119,21 @@ def stream(
     frames_file = None if frames in (None, "-") else Path(frames).absolute()
     weights_file = None if weights in (None, "-") else Path(weights).absolute()
     rig_path = Path(rig).absolute() if rig is not None and Path(rig).exists() else None
-    from talkface.train.runs import run_reads
+    from talkface.io.run_assets import run_reads
 
     check_paths({"SOURCE": None if source == "-" else Path(source), "--checkpoint": run_reads(checkpoint),
                  "--template": template, "--rig": rig_path},
                 {"--out": out, "--frames": frames_file, "--weights": weights_file}, overwrite=overwrite)
 
+    # before torch loads: OpenMP workers that spin next to busy processes stalled passes by ~0.5 s
+    common.use_threads(threads)
     from talkface import live
     from talkface.inference.stream import StreamConfig
     from talkface.io.audio import load_audio
     from talkface.io.feed import file_producer, pcm_producer
     from talkface.io.frames import PcmDecoder, record_size
+
+    step("import torch and talkface")
 
     live.check_stream_outputs(out, frames_file, overwrite=overwrite, weights=weights_file)
     hop = None if hop_ms == "auto" else float(hop_ms)
@@ -134,18 +141,16 @@ def stream(
                           memory_s=memory_s if memory_s > 0 else None)
     audio = None if source == "-" else load_audio(Path(source))  # animate's checks: unreadable, silent, short
     setup = live.open_stream(checkpoint, style, subject=subject, template=template, device=device, config=config,
-                             hop_ms=hop)
-    if verbose:
-        _print_steps(setup.steps, started)
-    sinks: list[Any] = []
-    if out is not None:
-        sinks.append(live.AnimationSink(out, setup, overwrite=overwrite, source=source, checkpoint=checkpoint))
+                             hop_ms=hop, on_step=step)
+    sinks: list[Any] = []  # the records first: --out then holds no frame its reader was not sent
     if frames == "-":
         sinks.append(live.RecordSink(sys.stdout.buffer))
     elif frames_file is not None:
         sinks.append(live.RecordSink.open(frames_file))
     if rig is not None:
         sinks.append(_rig_sink(rig, setup, options, fit_region, weights, weights_file, weights_format, livelink))
+    if out is not None:
+        sinks.append(live.AnimationSink(out, setup, overwrite=overwrite, source=source, checkpoint=checkpoint))
     decoder = PcmDecoder()
     producer = (pcm_producer(sys.stdin.buffer.fileno(), decoder) if audio is None
                 else file_producer(audio, realtime=realtime))
@@ -236,13 +241,6 @@ def _rig_sink(rig: str, setup: Any, options: Any, fit_region: str | None, weight
               f"{f', Live Link Face packets to {livelink}' if livelink else ''}; order: {', '.join(rig_obj.names)}",
               highlight=False, soft_wrap=True)
     return RigSink(prepared, setup.template, consumers)
-
-
-def _print_steps(steps: list[tuple[str, float]], started: float) -> None:
-    listed = sum(seconds for _, seconds in steps)
-    rest = time.perf_counter() - started - listed
-    for name, seconds in [("start and imports", rest), *steps]:
-        err.print(f"[dim]start-up:[/] {name}: {seconds:.2f} s", highlight=False)
 
 
 def _silence_stdout() -> None:

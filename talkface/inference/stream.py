@@ -179,17 +179,24 @@ def auto_hop_ms(pass_seconds: float, frame_ms: float, margin: float = 1.5) -> fl
 
 
 def measure_pass_seconds(model: TalkFaceModel, template: np.ndarray, style: np.ndarray, config: StreamConfig,
-                         seconds: float = 1.5) -> float:
-    """Median time of a one-frame pass on ``seconds`` of noise (also warms the ops up)."""
+                         seconds: float = 1.0, repeats: int = 3) -> float:
+    """Median time of a one-frame pass, after one pass over ``seconds`` of noise (which warms the ops up).
+
+    ``repeats`` timed passes (each a frame of new audio, the look-ahead frames recomputed, as in the
+    stream): a start-up cost of a few passes, not one pass per frame of a long probe.
+    """
     probe = Streamer(model, template, style, replace(config, hop_ms=0.0))
-    audio = np.random.default_rng(0).normal(scale=0.1, size=round(seconds * SAMPLE_RATE)).astype(np.float32)
     piece = round(SAMPLE_RATE / probe.rate)
+    audio = np.random.default_rng(0).normal(scale=0.1, size=round(seconds * SAMPLE_RATE) + repeats * piece)
+    audio = audio.astype(np.float32)
+    start = round(seconds * SAMPLE_RATE)
+    probe.push(audio[:start])
     times = []
-    for start in range(0, audio.size, piece):
+    for first in range(start, audio.size - piece + 1, piece):
         began = time.perf_counter()
-        if probe.push(audio[start: start + piece]).shape[0]:
+        if probe.push(audio[first: first + piece]).shape[0]:
             times.append(time.perf_counter() - began)
-    return float(np.median(times[len(times) // 2:])) if times else 0.0
+    return float(np.median(times)) if times else 0.0
 
 
 class WindowCache(KVCache):
@@ -309,6 +316,16 @@ class Streamer:
         if commit < max(self.hop, self.width):
             return self._empty()
         return self._pass(ready, commit)
+
+    def first_frames_samples(self) -> int:
+        """Samples after which a pass can commit the first ``hop`` frames (look-ahead and CNN window included).
+
+        A live loop that starts with a backlog (the audio that arrived while the model loaded) pushes
+        this much first, so that the first frames leave after a short pass, then the rest in one pass.
+        """
+        frame_s = 1.0 / self.rate
+        seconds = (max(self.hop, self.width) - 1) * frame_s + self.config.lookahead_ms / 1000.0
+        return math.ceil(seconds * SAMPLE_RATE) + self.enc.receptive_field
 
     @torch.no_grad()
     def finish(self) -> np.ndarray:

@@ -28,33 +28,24 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-import transformers
 from torch import nn
-from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from talkface.errors import AudioError, EncoderError
 from talkface.io.audio import SAMPLE_RATE
 from talkface.model.feature_cache import FeatureCache, cnn_blocker, feature_context, feature_key, weights_digest
+from talkface.model.wav2vec2 import WAV2VEC2_BASE_960H, Wav2Vec2, unsupported
 
-# facebook/wav2vec2-base-960h's config.json (the encoder FaceFormer fine-tunes), written out so that
-# importing a FaceFormer checkpoint or benchmarking needs no hub. Only feat_proj_dropout differs from
-# Wav2Vec2Config()'s defaults.
-WAV2VEC2_BASE_960H: dict[str, Any] = {
-    "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-    "hidden_act": "gelu", "hidden_dropout": 0.1, "activation_dropout": 0.1, "attention_dropout": 0.1,
-    "feat_proj_dropout": 0.1, "final_dropout": 0.1, "layerdrop": 0.1, "layer_norm_eps": 1e-5,
-    "initializer_range": 0.02, "feat_extract_norm": "group", "feat_extract_activation": "gelu",
-    "conv_dim": [512] * 7, "conv_stride": [5, 2, 2, 2, 2, 2, 2], "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
-    "conv_bias": False, "num_feat_extract_layers": 7, "num_conv_pos_embeddings": 128,
-    "num_conv_pos_embedding_groups": 16, "do_stable_layer_norm": False, "apply_spec_augment": True,
-    "mask_time_prob": 0.05, "mask_time_length": 10, "mask_time_min_masks": 2, "mask_feature_prob": 0.0,
-    "mask_feature_length": 10, "mask_feature_min_masks": 0, "vocab_size": 32, "pad_token_id": 0,
-    "bos_token_id": 1, "eos_token_id": 2,
-}
+if TYPE_CHECKING:
+    from transformers import Wav2Vec2Model
+
+# transformers' modeling code is imported only where it is used (training, hub loading, FaceFormer import):
+# importing it costs seconds, and inference runs talkface.model.wav2vec2 instead.
+ENCODER_IMPLEMENTATIONS = ("transformers", "torch")
+
 # Encoders that ship inside talkface (``talkface/assets/encoders/<name>.safetensors`` + ``<name>.json``), loaded
 # by name like a hub encoder but never from the hub. ``synthetic-phonetic``: a small wav2vec 2.0 pretrained by
 # frame-wise phoneme classification on espeak-ng speech (scripts/train_phonetic_encoder.py, issue #17).
@@ -67,6 +58,8 @@ NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's zero-mean/unit-variance epsilon
 
 def wav2vec2_base_config() -> dict[str, Any]:
     """facebook/wav2vec2-base-960h's architecture as a ``Wav2Vec2Config.to_dict()`` (no hub)."""
+    from transformers import Wav2Vec2Config
+
     return Wav2Vec2Config(**WAV2VEC2_BASE_960H).to_dict()
 
 
@@ -86,6 +79,8 @@ def tiny_encoder_config(
     Returns:
         ``Wav2Vec2Config.to_dict()``.
     """
+    from transformers import Wav2Vec2Config
+
     values = {
         **WAV2VEC2_BASE_960H, "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
         "num_attention_heads": num_attention_heads, "intermediate_size": intermediate_size,
@@ -95,9 +90,18 @@ def tiny_encoder_config(
     return Wav2Vec2Config(**values).to_dict()
 
 
-def build_wav2vec2(encoder_config: dict[str, Any]) -> Wav2Vec2Model:
-    """A random-init ``Wav2Vec2Model`` with a frozen CNN."""
-    model = Wav2Vec2Model(Wav2Vec2Config(**encoder_config))
+def build_wav2vec2(encoder_config: dict[str, Any], implementation: str = "transformers") -> Any:
+    """A wav2vec 2.0 with a frozen CNN: transformers' random-init ``Wav2Vec2Model``, or with ``"torch"``
+    the uninitialised plain-torch ``talkface.model.wav2vec2.Wav2Vec2`` (for loading a checkpoint into;
+    transformers' model when that one does not implement the config)."""
+    if implementation not in ENCODER_IMPLEMENTATIONS:
+        raise ValueError(f"encoder implementation {implementation!r}; expected one of {ENCODER_IMPLEMENTATIONS}")
+    if implementation == "torch" and unsupported(encoder_config) is None:
+        model = Wav2Vec2(encoder_config)
+    else:
+        from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+        model = Wav2Vec2Model(Wav2Vec2Config(**encoder_config))
     model.freeze_feature_encoder()
     return model
 
@@ -179,6 +183,8 @@ def builtin_encoder_info(name: str) -> dict[str, Any]:
     """
     import json
 
+    from transformers import Wav2Vec2Config
+
     if name not in BUILTIN_ENCODERS:
         raise EncoderError(f"{name!r} is not an encoder shipped with talkface; expected one of "
                            f"{list(BUILTIN_ENCODERS)}")
@@ -198,6 +204,7 @@ def builtin_encoder_info(name: str) -> dict[str, Any]:
 def _load_builtin(name: str) -> Wav2Vec2Model:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     meta = builtin_encoder_info(name)
     model = Wav2Vec2Model(Wav2Vec2Config(**meta["wav2vec2_config"]))
@@ -217,6 +224,8 @@ def load_pretrained_encoder_config(name_or_path: str) -> dict[str, Any]:
     Raises:
         EncoderError: see ``builtin_encoder_info`` and ``_from_pretrained``.
     """
+    from transformers import Wav2Vec2Config
+
     if name_or_path in BUILTIN_ENCODERS:
         return Wav2Vec2Config(**builtin_encoder_info(name_or_path)["wav2vec2_config"]).to_dict()
     return _from_pretrained(Wav2Vec2Config, name_or_path).to_dict()
@@ -231,6 +240,8 @@ def load_pretrained_wav2vec2(name_or_path: str) -> Wav2Vec2Model:
     Raises:
         EncoderError: see ``builtin_encoder_info`` and ``_from_pretrained``.
     """
+    from transformers import Wav2Vec2Model
+
     if name_or_path in BUILTIN_ENCODERS:
         model = _load_builtin(name_or_path)
     else:
@@ -329,6 +340,8 @@ class AudioEncoder(nn.Module):
         normalize: zero-mean/unit-variance each clip over its valid samples.
         window_seconds, overlap_seconds: transformer windows for long audio.
         cnn_chunk_seconds: CNN chunk for long audio (exact).
+        implementation: ``"transformers"`` (training, hub weights) or ``"torch"``: the plain-torch
+            forward pass of ``talkface.model.wav2vec2`` (inference: loads in a fraction of the time).
 
     Attributes:
         feature_cache: a ``FeatureCache`` that training attaches (None: compute the CNN every call).
@@ -336,9 +349,10 @@ class AudioEncoder(nn.Module):
 
     def __init__(self, encoder_config: dict[str, Any], *, audio_frames_per_motion_frame: int = 0,
                  fps: float = 30.0, normalize: bool = True, window_seconds: float = 30.0,
-                 overlap_seconds: float = 5.0, cnn_chunk_seconds: float = 10.0) -> None:
+                 overlap_seconds: float = 5.0, cnn_chunk_seconds: float = 10.0,
+                 implementation: str = "transformers") -> None:
         super().__init__()
-        self.wav2vec2 = build_wav2vec2(encoder_config)
+        self.wav2vec2 = build_wav2vec2(encoder_config, implementation)
         self.frames_per_motion_frame = audio_frames_per_motion_frame
         self.fps = fps
         self.normalize = normalize
@@ -350,7 +364,8 @@ class AudioEncoder(nn.Module):
 
     # -- geometry ---------------------------------------------------------------------------------
     @property
-    def config(self) -> Wav2Vec2Config:
+    def config(self) -> Any:
+        """The ``Wav2Vec2Config`` (or the plain-torch model's ``EncoderSettings``, the same attributes)."""
         return self.wav2vec2.config
 
     @property
@@ -472,6 +487,8 @@ class AudioEncoder(nn.Module):
         token = tuple((name, id(t), t.data_ptr(), t._version, t.dtype, t.device) for name, t in tensors)
         token = (self.normalize, self.cnn_chunk_seconds, token)
         if self._fingerprint is None or self._fingerprint[0] != token:
+            import transformers
+
             c = self.config
             description = {
                 "extractor": type(extractor).__qualname__, "torch": torch.__version__,

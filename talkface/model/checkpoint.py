@@ -70,13 +70,17 @@ def save_checkpoint(path: str | os.PathLike[str], model: TalkFaceModel, *, extra
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike[str], device: Any = "cpu") -> tuple[TalkFaceModel, dict[str, Any]]:
+def load_checkpoint(path: str | os.PathLike[str], device: Any = "cpu", *,
+                    encoder_implementation: str = "torch") -> tuple[TalkFaceModel, dict[str, Any]]:
     """Rebuild the model of a checkpoint, in eval mode on ``device``.
 
     Args:
         path: a ``.safetensors`` checkpoint or a run folder (its ``best.safetensors``, else
             ``last.safetensors``).
         device: torch device.
+        encoder_implementation: ``"torch"``: the plain-torch wav2vec 2.0 (``talkface.model.wav2vec2``; no
+            transformers import, the same numbers), falling back to transformers' model for a config it
+            does not implement; ``"transformers"``: transformers' ``Wav2Vec2Model``.
 
     Returns:
         (model, metadata as ``read_checkpoint_meta`` returns it).
@@ -107,7 +111,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: Any = "cpu") -> tuple[
                for k, v in tensors.items()}
     # Build on the meta device (no random init of ~95M parameters), then adopt the loaded tensors.
     with torch.device("meta"):
-        model = TalkFaceModel(config, encoder_config)
+        model = TalkFaceModel(config, encoder_config, encoder_implementation=encoder_implementation)
     try:
         model.load_state_dict(tensors, strict=True, assign=True)
     except RuntimeError as e:

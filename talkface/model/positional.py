@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 
-def sinusoid_table(period: int, dim: int, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def sinusoid_table(period: int, dim: int, *, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> torch.Tensor:
     """Transformer sinusoids for positions 0 .. period-1.
 
     ``table[t, 2k] = sin(t * w_k)``, ``table[t, 2k+1] = cos(t * w_k)``, ``w_k = 10000^(-2k/dim)``.
@@ -20,13 +21,14 @@ def sinusoid_table(period: int, dim: int, *, dtype: torch.dtype = torch.float32)
     Args:
         period: p, rows.
         dim: D, columns (odd D drops the last cosine column).
+        device: where to compute it (default: torch's default device).
 
     Returns:
         (p, D) table.
     """
-    position = torch.arange(period, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(period, dim)
+    position = torch.arange(period, dtype=torch.float32, device=device)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / dim))
+    table = torch.zeros(period, dim, device=device)
     table[:, 0::2] = torch.sin(position * freq)
     table[:, 1::2] = torch.cos(position * freq)[:, : dim // 2]
     return table.to(dtype)
@@ -56,8 +58,10 @@ class PeriodicPositionalEncoding(nn.Module):
         self.dim = dim
         self.period = period
         self.dropout = nn.Dropout(dropout)
-        # One period only, and not saved: checkpoints stay independent of sequence length.
-        self.register_buffer("table", sinusoid_table(period, dim), persistent=False)
+        # One period only, and not saved: checkpoints stay independent of sequence length. On the CPU even
+        # when the model is built on the meta device (load_checkpoint): arange there goes through torch's
+        # decompositions, whose first use imports sympy and torch._dynamo (2.5 s of a cold start).
+        self.register_buffer("table", sinusoid_table(period, dim, device="cpu"), persistent=False)
 
     def reset_table(self, device: torch.device | str | None = None) -> None:
         """Recompute the table (after building the module on the meta device to load weights fast)."""

@@ -54,15 +54,18 @@ class TalkFaceModel(nn.Module):
         config: architecture numbers.
         encoder_config: ``Wav2Vec2Config.to_dict()``; the encoder starts random (CNN frozen) until
             ``load_pretrained_encoder`` or a checkpoint fills it.
+        encoder_implementation: ``"transformers"`` (training) or ``"torch"`` (``load_checkpoint``: the
+            plain-torch wav2vec 2.0, uninitialised, which loads without importing transformers).
     """
 
-    def __init__(self, config: ModelConfig, encoder_config: dict[str, Any]) -> None:
+    def __init__(self, config: ModelConfig, encoder_config: dict[str, Any], *,
+                 encoder_implementation: str = "transformers") -> None:
         super().__init__()
         self.config = config
         d = config.feature_dim
         self.audio_encoder = AudioEncoder(
             encoder_config, audio_frames_per_motion_frame=config.audio_frames_per_motion_frame, fps=config.fps,
-            normalize=config.normalize_audio)
+            normalize=config.normalize_audio, implementation=encoder_implementation)
         self.audio_feature_map = nn.Linear(self.audio_encoder.hidden_size, d)
         self.style_embedding = nn.Linear(config.num_speakers, d, bias=False)
         self.motion_encoder = nn.Linear(config.vertex_dim, d)
