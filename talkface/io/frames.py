@@ -64,14 +64,19 @@ def read_weight_records(stream: BinaryIO, num_weights: int) -> Iterator[tuple[in
     Raises:
         StreamError: the stream ends inside a record (the writer died, or K is wrong).
     """
-    size = INDEX.size + 4 * num_weights
+    yield from _read_records(stream, num_weights, "weight stream", "check the rig's target count")
+
+
+def _read_records(stream: BinaryIO, floats: int, what: str, hint: str) -> Iterator[tuple[int, np.ndarray]]:
+    """``uint32 index | floats × float32`` records as they arrive; ``what`` and ``hint`` for a cut record."""
+    size = INDEX.size + 4 * floats
     while True:
         data = _read_exactly(stream, size)
         if not data:
             return
         if len(data) < size:
-            raise StreamError(f"weight stream ended inside a record ({len(data)} of {size} bytes); expected records "
-                              f"of 4 + 4 x {num_weights} bytes: check the rig's target count")
+            raise StreamError(f"{what} ended inside a record ({len(data)} of {size} bytes); expected records of "
+                              f"4 + 4 x {floats} bytes: {hint}")
         yield INDEX.unpack_from(data)[0], np.frombuffer(data, dtype="<f4", offset=INDEX.size).astype(np.float32)
 
 
@@ -99,16 +104,9 @@ def read_frames(stream: BinaryIO, num_vertices: int) -> Iterator[tuple[int, np.n
     Raises:
         StreamError: the stream ends inside a record (the writer died, or V is wrong).
     """
-    size = record_size(num_vertices)
-    while True:
-        data = _read_exactly(stream, size)
-        if not data:
-            return
-        if len(data) < size:
-            raise StreamError(f"frame stream ended inside a record ({len(data)} of {size} bytes); expected records "
-                              f"of 4 + 12 x {num_vertices} bytes: check the vertex count of the model that wrote them")
-        index = INDEX.unpack_from(data)[0]
-        yield index, np.frombuffer(data, dtype="<f4", offset=INDEX.size).reshape(num_vertices, 3).astype(np.float32)
+    for index, values in _read_records(stream, 3 * num_vertices, "frame stream",
+                                       f"check the vertex count of the model that wrote them (V = {num_vertices})"):
+        yield index, values.reshape(num_vertices, 3)
 
 
 class PcmDecoder:
