@@ -29,10 +29,10 @@ from talkface.inference.stream import StreamConfig, Streamer, auto_hop_ms, measu
 from talkface.io.audio import MIN_SAMPLES, check_not_silent, check_waveform
 from talkface.io.feed import AudioFeed, Producer
 from talkface.io.fileio import check_output_path, check_writable_folder
-from talkface.io.frames import encode_frames
+from talkface.io.frames import encode_frames, write_records
 from talkface.io.run_assets import load_run_assets
 from talkface.model.checkpoint import load_checkpoint
-from talkface.runtime import resolve_device
+from talkface.runtime import deferred_interrupt, resolve_device
 from talkface.workflows import write_animation_file
 
 STREAM_SUFFIXES = (".npz", ".npy", ".glb", ".gltf")  # written atomically at the end (not an OBJ folder)
@@ -140,8 +140,7 @@ class RecordSink:
                               "path") from e
 
     def write(self, first: int, vertices: np.ndarray) -> None:
-        self.stream.write(encode_frames(first, vertices))
-        self.stream.flush()
+        write_records(self.stream, encode_frames(first, vertices))
 
     def close(self) -> None:
         if self.owned:
@@ -269,8 +268,17 @@ def run_live(setup: StreamSetup, producer: Producer,
     report = StreamReport()
 
     def on_frames(first: int, vertices: np.ndarray) -> None:
-        for sink in sinks:
-            sink.write(first, vertices)
+        # Ctrl-C/SIGTERM waits until the batch is in every sink: no record cut in two, and --out holds
+        # exactly the frames the reader was sent (a second signal stops a stream whose reader hangs).
+        gone = None  # a reader that left: the batch still reaches the other sinks (--out keeps it), then we stop
+        with deferred_interrupt(second_escapes=True):
+            for sink in sinks:
+                try:
+                    sink.write(first, vertices)
+                except BrokenPipeError as e:
+                    gone = gone or e
+        if gone is not None:
+            raise gone
 
     try:
         run_stream(setup.streamer, AudioFeed(producer), on_frames, source=source, checkpoint=checkpoint,

@@ -26,10 +26,14 @@ that changes process state, and only the CLI calls it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Mapping, MutableMapping
+import threading
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from talkface.errors import ConfigError
 
@@ -157,3 +161,38 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     return device
+
+
+def _interrupting(signum: int) -> bool:
+    """Whether ``signum``'s handler unwinds like Ctrl-C: Python's own, or the CLI's SIGTERM handler."""
+    handler = signal.getsignal(signum)
+    return handler is signal.default_int_handler or bool(getattr(handler, "_talkface_interrupt", False))
+
+
+@contextlib.contextmanager
+def deferred_interrupt(*, second_escapes: bool = False) -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, so that work which must happen together (an
+    optimizer step and the bookkeeping that records it; a batch of stream frames and every output it goes
+    to) happens together or not at all; then deliver the first one to its handler. A no-op outside the main
+    thread, and for a signal with a custom handler. ``second_escapes``: a second signal while held is
+    delivered at once (a stream blocked on a reader that stopped reading can still be stopped).
+    """
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if _interrupting(s)]
+    if threading.current_thread() is not threading.main_thread() or not held:
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        caught.append(signum)
+        if second_escapes and len(caught) > 1:
+            previous[signum](signum, frame)
+
+    previous = {s: signal.signal(s, hold) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if caught:
+        previous[caught[0]](caught[0], None)

@@ -2009,7 +2009,7 @@ def test_sigterm_is_held_like_ctrl_c_during_an_optimizer_step() -> None:
     import signal
 
     from talkface.cli.common import sigterm_as_interrupt
-    from talkface.train.state import deferred_interrupt
+    from talkface.runtime import deferred_interrupt
 
     done = []
     with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):

@@ -112,7 +112,7 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-_terminate._talkface_interrupt = True  # type: ignore[attr-defined]  # train.state.deferred_interrupt holds it too
+_terminate._talkface_interrupt = True  # type: ignore[attr-defined]  # runtime.deferred_interrupt holds it too
 
 
 @contextmanager

@@ -21,6 +21,8 @@ target order, which ``stream`` prints at start) in place of the vertices::
 
 from __future__ import annotations
 
+import io
+import os
 import struct
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -78,6 +80,22 @@ def _read_records(stream: BinaryIO, floats: int, what: str, hint: str) -> Iterat
             raise StreamError(f"{what} ended inside a record ({len(data)} of {size} bytes); expected records of "
                               f"4 + 4 x {floats} bytes: {hint}")
         yield INDEX.unpack_from(data)[0], np.frombuffer(data, dtype="<f4", offset=INDEX.size).astype(np.float32)
+
+
+def write_records(stream: BinaryIO, data: bytes) -> None:
+    """Write all of ``data`` to ``stream`` and flush: through its file descriptor when it has one (a pipe,
+    stdout, a file), looping until every byte is out, so that no record is ever cut in two; else with its
+    own ``write``."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        stream.write(data)
+        stream.flush()
+        return
+    stream.flush()  # whatever the buffered stream still holds goes first
+    view, done = memoryview(data), 0
+    while done < len(view):
+        done += os.write(fd, view[done:])
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:

@@ -16,7 +16,7 @@ import numpy as np
 
 from talkface.errors import OutputError
 from talkface.io.blendshapes import LiveLinkSender
-from talkface.io.frames import encode_rows
+from talkface.io.frames import encode_rows, write_records
 from talkface.rig.retargeting import LiveRetargeter, Setup
 
 WEIGHT_STREAM_FORMATS = ("bin", "csv")
@@ -29,8 +29,7 @@ class WeightRecords:
         self.stream, self.owned = stream, owned
 
     def write(self, first: int, weights: np.ndarray) -> None:
-        self.stream.write(encode_rows(first, weights))
-        self.stream.flush()
+        write_records(self.stream, encode_rows(first, weights))
 
     def close(self) -> None:
         if self.owned:

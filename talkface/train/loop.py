@@ -30,6 +30,7 @@ from talkface.io.fileio import write_text_atomic, writing
 from talkface.model import CACHE_DIR, FeatureCache, TalkFaceModel, load_pretrained_encoder_config
 from talkface.model.checkpoint import save_checkpoint
 from talkface.model.feature_cache import remove_stale_temp_files
+from talkface.runtime import deferred_interrupt
 from talkface.train import distributed
 from talkface.train.common import (
     ProgressFn,
@@ -50,7 +51,6 @@ from talkface.train.state import (
     Position,
     capture_rng,
     check_resumable,
-    deferred_interrupt,
     load_rank_rng,
     load_state,
     restore_rng,

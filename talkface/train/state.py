@@ -22,13 +22,9 @@ re-run from its first micro-batch on resume.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
-import signal
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,27 +296,3 @@ def check_resumable(state: dict[str, Any], config: dict[str, Any], model_config:
                           f"finished; pass --epochs {done} or more")
 
 
-def _interrupting(signum: int) -> bool:
-    """Whether ``signum``'s handler unwinds like Ctrl-C: Python's own, or the CLI's SIGTERM handler."""
-    handler = signal.getsignal(signum)
-    return handler is signal.default_int_handler or bool(getattr(handler, "_talkface_interrupt", False))
-
-
-@contextlib.contextmanager
-def deferred_interrupt() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, so an optimizer step and the bookkeeping that
-    records it happen together or not at all; then deliver the first one to its handler. A no-op outside
-    the main thread, and for a signal with a custom handler."""
-    held = [s for s in (signal.SIGINT, signal.SIGTERM) if _interrupting(s)]
-    if threading.current_thread() is not threading.main_thread() or not held:
-        yield
-        return
-    caught: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in held}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if caught:
-        previous[caught[0]](caught[0], None)
