@@ -138,14 +138,12 @@ def test_bad_options_are_refused(kwargs: dict) -> None:
         SolveOptions(**kwargs)
 
 
-@pytest.mark.parametrize("pdas_steps, fallback_frames", [(0, 0), (0, 10**9), (1, 0)],
-                         ids=["projected-newton-only", "bvls-only", "one-pdas-step-then-newton"])
-def test_each_stage_of_the_solver_alone_reaches_the_oracle(monkeypatch, pdas_steps, fallback_frames):
-    """The PDAS → projected Newton → BVLS chain: each later stage must finish what the earlier left."""
+@pytest.mark.parametrize("pdas_steps", [0, 1, 3], ids=["active-set-only", "one-pdas-step", "three-pdas-steps"])
+def test_each_stage_of_the_solver_alone_reaches_the_oracle(monkeypatch, pdas_steps):
+    """PDAS → primal active set: the finishing method must reach the optimum from wherever PDAS stopped."""
     import talkface.rig.qp as qp
 
     monkeypatch.setattr(qp, "PDAS_STEPS", pdas_steps)
-    monkeypatch.setattr(qp, "FALLBACK_FRAMES", fallback_frames)
     rng = np.random.default_rng(11)
     basis = random_rig(rng, k=12)
     d = rng.uniform(-0.5, 1.5, size=(80, 12)) @ basis.T + 0.3 * rng.normal(size=(80, basis.shape[0]))

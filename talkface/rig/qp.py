@@ -19,9 +19,9 @@ Method, all frames at once (one batched LAPACK solve per step):
 2. Primal-dual active set (Hintermüller, Ito & Kunisch 2002): guess which weights sit at a bound from
    ``λ + c·(w - bound)``, fix them, solve exactly for the rest; a frame whose guess repeats is at the
    optimum. This settles almost every frame in a few steps.
-3. Projected Newton (Bertsekas 1982) finishes any frame that is not yet optimal (PDAS can cycle on hard
-   cases): held bound variables, an exact Newton step on the others, projected with an Armijo search,
-   so every step descends; it stops when the KKT conditions hold to ~1e-11 relative.
+3. The primal active-set method (Nocedal & Wright, Alg. 16.3) finishes the frames on which PDAS cycles
+   (it can, when Q is not an M-matrix): one bound change per step, never cycling, exact at the end; all
+   frames stop when the KKT conditions hold to ~1e-11 relative.
 The data enter only through ``G = D·A`` (T × K), one matrix product over the rows the targets move,
 so the cost barely depends on the vertex count.
 
@@ -40,9 +40,8 @@ MAX_NEWTON_STEPS = 100
 KKT_RTOL = 1e-11  # projected-gradient tolerance, relative to the size of the frame's gradient terms
 RIDGE = 1e-10  # relative ridge added to Q: keeps a rank-deficient region solvable, negligible otherwise
 COARSE_STRIDE = 8  # warm start: every 8th frame is solved first and seeds its neighbours
-PN_BATCH_STEPS = 0  # projected Newton steps on a batch before its last few frames go to BVLS
-FALLBACK_FRAMES = 64  # at most this many frames left: solve them one by one (BVLS)
-PDAS_STEPS = 8  # primal-dual active-set iterations before projected Newton takes over
+PDAS_STEPS = 25  # primal-dual active-set iterations before the primal active-set method finishes
+MAX_ACTIVE_SET_STEPS = 1000  # a bound for that finish (it needs a few steps per hard frame)
 BLOCK_FRAMES = 128  # frames converted to float64 at a time when forming G = D·A
 
 
@@ -136,12 +135,14 @@ def prepare(basis: np.ndarray, options: SolveOptions = SolveOptions(), pairs: li
                    support=support, _support_basis=(rows, a[rows]))
 
 
-def project(displacements: np.ndarray, problem: Problem) -> np.ndarray:
+def project(displacements: np.ndarray, problem: Problem, *, sum_of_squares: bool = False
+            ) -> np.ndarray | tuple[np.ndarray, float]:
     """``G = D·A``: (T, K) float64 from displacements (T, 3N) on the problem's rows.
 
     Only the rows where a target moves take part. The product is in float64 (in blocks of frames, to
     bound memory) whatever the input's precision: a float32 product's rounding (~1e-7 relative over
     thousands of rows) would move the optimum enough to lose to an exact solver in the 8th digit.
+    With ``sum_of_squares``, also ``||D||²`` over all rows (float64), computed on the way.
     """
     d = np.asarray(displacements)
     if problem._support_basis is None:
@@ -150,10 +151,14 @@ def project(displacements: np.ndarray, problem: Problem) -> np.ndarray:
         rows, a64 = problem._support_basis
     full = rows.size == d.shape[1]
     out = np.empty((d.shape[0], a64.shape[1]), dtype=np.float64)
+    total = 0.0
     for start in range(0, d.shape[0], BLOCK_FRAMES):
-        block = d[start:start + BLOCK_FRAMES]
-        out[start:start + BLOCK_FRAMES] = (block if full else block[:, rows]).astype(np.float64) @ a64
-    return out
+        block = d[start:start + BLOCK_FRAMES].astype(np.float64)
+        if sum_of_squares:
+            flat = block.reshape(-1)
+            total += float(flat @ flat)
+        out[start:start + BLOCK_FRAMES] = (block if full else block[:, rows]) @ a64
+    return (out, total) if sum_of_squares else out
 
 
 def frame_objective(w: np.ndarray, q: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -211,13 +216,16 @@ def _active_set(q: np.ndarray, b: np.ndarray, w: np.ndarray, lo: float, hi: floa
     return np.clip(x, lo, hi)
 
 
-def solve_frames(problem: Problem, g: np.ndarray, *, start: np.ndarray | None = None) -> np.ndarray:
+def solve_frames(problem: Problem, g: np.ndarray, *, start: np.ndarray | None = None,
+                 multipliers: np.ndarray | None = None) -> np.ndarray:
     """Independent per-frame solves: ``argmin ½wᵀQw - gᵀw`` in the box, for every row of g.
 
     Args:
         problem: from ``prepare``.
         g: (T, K) float64 ``D·A`` rows (plus any linear term of the caller's).
         start: (T, K) initial weights (clipped into the box); default the clipped unconstrained optimum.
+        multipliers: (T, K) the bounds' multipliers at ``start`` (``g - Q·start`` on held weights, 0 on the
+            others): with them, ``start``'s active set seeds the first guess (a warm start from a neighbour).
 
     Returns:
         (T, K) float64 weights within the bounds.
@@ -229,7 +237,7 @@ def solve_frames(problem: Problem, g: np.ndarray, *, start: np.ndarray | None = 
     if t == 0 or k == 0:
         return np.zeros((t, k))
     if start is not None:
-        w = _active_set(q, b, np.asarray(start, dtype=np.float64), lo, hi)
+        w = _active_set(q, b, np.asarray(start, dtype=np.float64), lo, hi, multipliers)
     elif t > 4 * COARSE_STRIDE:
         # Neighbouring frames share most of their active set: solve every COARSE_STRIDE-th frame first,
         # then seed each frame's sets and multipliers with those of the coarse frame at or before it.
@@ -242,53 +250,65 @@ def solve_frames(problem: Problem, g: np.ndarray, *, start: np.ndarray | None = 
         w = _active_set(q, b, np.linalg.solve(q, b.T).T, lo, hi)
     # KKT tolerance per frame, relative to the magnitudes that make up the gradient.
     tol = KKT_RTOL * (np.abs(b).max(axis=1) + np.abs(q).max() * max(abs(lo), abs(hi), 1.0))
-    lipschitz = problem.lipschitz
-    active = np.arange(t)
-    for step_number in range(MAX_NEWTON_STEPS + 1):
-        wa, ba = w[active], b[active]
-        grad = wa @ q - ba
-        done = kkt_ok(wa, grad, lo, hi, tol[active])
-        active = active[~done]
-        if active.size == 0:
-            break
-        if step_number == MAX_NEWTON_STEPS or (step_number >= PN_BATCH_STEPS and active.size <= FALLBACK_FRAMES):
-            w[active] = _bvls(problem, b[active])  # a few hard frames: an exact active-set solve each
-            break
-        wa, ba, grad = wa[~done], ba[~done], grad[~done]
-        eps = min(1e-12 * (hi - lo), 1e-3 * float(np.abs(grad).max()))
-        free = ~binding_set(wa, grad, lo, hi, eps)  # (n, K)
-        step = -_reduced_solve(q, grad, free)
-        f0 = frame_objective(wa, q, ba)
-        new = np.clip(wa + step, lo, hi)
-        pending = np.arange(wa.shape[0])  # frames whose step is not accepted yet
-        alpha = 1.0
-        for _ in range(30):  # Armijo backtracking along the projected path
-            cand = new[pending]
-            bound = f0[pending] + 1e-4 * ((cand - wa[pending]) * grad[pending]).sum(1) + 1e-15 * np.abs(f0[pending])
-            ok = frame_objective(cand, q, ba[pending]) <= bound
-            pending = pending[~ok]
-            if pending.size == 0:
-                break
-            alpha *= 0.5
-            new[pending] = np.clip(wa[pending] + alpha * step[pending], lo, hi)
-        else:  # the projected Newton path did not descend: a projected gradient step always does
-            new[pending] = np.clip(wa[pending] - grad[pending] / lipschitz, lo, hi)
-        w[active] = new
+    grad = w @ q - b
+    left = np.flatnonzero(~kkt_ok(w, grad, lo, hi, tol))
+    if left.size:  # PDAS cycled on these frames: finish them with the primal active-set method
+        w[left] = _primal_active_set(q, b[left], w[left], lo, hi, tol[left])
     return w
 
 
-def _bvls(problem: Problem, b: np.ndarray) -> np.ndarray:
-    """Per-frame bounded least squares on the K × K factor: ``½wᵀQw - bᵀw = ½||Lᵀw - L⁻¹b||² + const``
-    with ``Q = LLᵀ``, by scipy's BVLS (Stark & Parker's exact active-set method), for the rare frames on
-    which the batched methods are slow."""
-    from scipy.linalg import solve_triangular
-    from scipy.optimize import lsq_linear
+def _primal_active_set(q: np.ndarray, b: np.ndarray, w: np.ndarray, lo: float, hi: float,
+                       tol: np.ndarray) -> np.ndarray:
+    """The primal active-set method for box-constrained QPs (Nocedal & Wright, Algorithm 16.3), all frames at once.
 
-    lo, hi = problem.options.lower, problem.options.upper
-    chol = np.linalg.cholesky(problem.q)
-    rhs = solve_triangular(chol, b.T, lower=True).T
-    out = np.stack([lsq_linear(chol.T, row, bounds=(lo, hi), method="bvls", tol=1e-15).x for row in rhs])
-    return np.clip(out, lo, hi)  # BVLS may leave a bound by a rounding error
+    From a feasible point, the working set is the weights at a bound. Each step solves the equality
+    problem with those held; a frame whose solution moves takes the longest feasible step towards it
+    and holds the first weight it meets at a bound; a frame whose solution stands releases the held weight
+    whose multiplier has the wrong sign (most), or stops: it is at the optimum. On a strictly convex
+    problem it ends in a finite number of steps; from PDAS's last point the few frames it gets need few.
+
+    Args:
+        q: (K, K); b: (n, K); w: (n, K) feasible start; lo, hi: bounds; tol: (n,) KKT tolerances.
+
+    Returns:
+        (n, K) weights at the optimum.
+    """
+    w = np.clip(w, lo, hi)
+    at_lo, at_hi = w <= lo, w >= hi
+    todo = np.arange(w.shape[0])
+    for _ in range(MAX_ACTIVE_SET_STEPS):
+        if todo.size == 0:
+            break
+        n = todo.size
+        wl, bl, lo_set, hi_set = w[todo], b[todo], at_lo[todo], at_hi[todo]
+        fixed = np.where(hi_set, hi, np.where(lo_set, lo, 0.0))
+        free = ~(lo_set | hi_set)
+        x = _reduced_solve(q, bl - fixed @ q, free) + fixed
+        p = x - wl
+        moving = np.abs(p).max(axis=1) > 1e-13 * (hi - lo)
+        # A frame that moves takes the longest step along p within the box; the first bound met is held.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(free & (p < 0), (lo - wl) / p, np.where(free & (p > 0), (hi - wl) / p, np.inf))
+        block = ratio.argmin(axis=1)
+        alpha = np.minimum(1.0, ratio[np.arange(n), block])
+        new = wl + alpha[:, None] * p
+        rows = np.flatnonzero(moving & (alpha < 1.0))
+        cols = block[rows]
+        down = p[rows, cols] < 0
+        new[rows, cols] = np.where(down, lo, hi)
+        lo_set[rows, cols], hi_set[rows, cols] = down, ~down
+        # A frame that stands releases the held weight whose multiplier points into the box the most.
+        grad = x @ q - bl
+        wrong = np.where(lo_set, -grad, np.where(hi_set, grad, -np.inf))  # > 0: the weight wants to leave its bound
+        worst = wrong.argmax(axis=1)
+        release = ~moving & (wrong[np.arange(n), worst] > tol[todo])
+        rows = np.flatnonzero(release)
+        lo_set[rows, worst[rows]] = False
+        hi_set[rows, worst[rows]] = False
+        w[todo] = np.where(moving[:, None], new, x)
+        at_lo[todo], at_hi[todo] = lo_set, hi_set
+        todo = todo[moving | release]
+    return np.clip(w, lo, hi)
 
 
 def objective(problem: Problem, displacements: np.ndarray, weights: np.ndarray) -> float:

@@ -185,27 +185,31 @@ def retarget(vertices: np.ndarray, neutral: np.ndarray, prepared: Setup, *, fps:
     _check_motion(vertices, neutral, rig, source)
     num, k = vertices.shape[0], rig.num_targets
     # Pass 1, in blocks of frames (memory stays at a block): the products G = D·A over the fit region.
-    sub_neutral = neutral[prepared.indices]
+    whole = prepared.indices.size == rig.num_vertices  # the whole mesh in order: no gather needed
+    sub_neutral = (neutral if whole else neutral[prepared.indices]).reshape(-1)
     g = np.empty((num, prepared.problem.num_targets))
     energy = 0.0
     for s in range(0, num, REPORT_BLOCK):
-        d = (vertices[s:s + REPORT_BLOCK, prepared.indices] - sub_neutral).reshape(-1, sub_neutral.size)
-        g[s:s + REPORT_BLOCK] = project(d, prepared.problem)
-        energy += float(np.einsum("ij,ij->", d, d, dtype=np.float64))
+        block = vertices[s:s + REPORT_BLOCK]
+        d = (block if whole else block[:, prepared.indices]).reshape(block.shape[0], -1) - sub_neutral
+        g[s:s + REPORT_BLOCK], sumsq = project(d, prepared.problem, sum_of_squares=True)
+        energy += sumsq
     weights = np.zeros((num, k), dtype=np.float64)
     weights[:, prepared.supported] = solve_products(prepared.problem, g)
     # Pass 2: the report (float32 reconstruction; mm-level figures), whole mesh for the per-region residuals.
     flat = rig.deltas.reshape(k, -1)
-    sq = np.empty((num, rig.num_vertices))  # squared per-vertex residual, m²
+    sq = np.empty((num, rig.num_vertices), dtype=np.float32)  # squared per-vertex residual, m²
     for s in range(0, num, REPORT_BLOCK):
         recon = (weights[s:s + REPORT_BLOCK].astype(np.float32) @ flat).reshape(-1, rig.num_vertices, 3)
         recon -= vertices[s:s + REPORT_BLOCK]
         recon += neutral
-        sq[s:s + REPORT_BLOCK] = np.einsum("tvc,tvc->tv", recon, recon, dtype=np.float64)
-    fit_sq = sq[:, prepared.indices]
-    explained = 1.0 - float(fit_sq.sum()) / energy if energy > 0 else 1.0
+        np.square(recon, out=recon)
+        sq[s:s + REPORT_BLOCK] = recon.sum(axis=2)
+    fit_sq = sq if whole else sq[:, prepared.indices]
+    explained = 1.0 - float(fit_sq.sum(dtype=np.float64)) / energy if energy > 0 else 1.0
     regions = {**(extra_regions or {}), **rig.regions}
-    per_region = {name: float(np.sqrt(sq[:, idx].mean()) * 1000) for name, idx in regions.items() if len(idx)}
+    per_region = {name: float(np.sqrt(sq[:, idx].mean(dtype=np.float64)) * 1000)
+                  for name, idx in regions.items() if len(idx)}
     warnings = list(prepared.warnings)
     if energy == 0:
         warnings.append(f"{source} does not move on the fit region ({prepared.region}): every weight is 0")
@@ -224,7 +228,7 @@ def retarget(vertices: np.ndarray, neutral: np.ndarray, prepared: Setup, *, fps:
                         "further than these targets — widen --bounds or scale the targets")
     del lo
     return Fit(names=rig.names, weights=weights.astype(np.float32), fps=float(fps), region=prepared.region,
-               explained=explained, residual_mm=float(np.sqrt(fit_sq.mean()) * 1000),
+               explained=explained, residual_mm=float(np.sqrt(fit_sq.mean(dtype=np.float64)) * 1000),
                max_residual_mm=float(np.sqrt(fit_sq.max()) * 1000), region_residual_mm=per_region,
                warnings=tuple(warnings))
 

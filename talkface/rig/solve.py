@@ -148,14 +148,22 @@ class LiveSolver:
         self.previous: np.ndarray | None = None
 
     def push(self, displacements: np.ndarray) -> np.ndarray:
-        """(n, 3N) displacements of consecutive frames → (n, K) float64 weights."""
+        """(n, 3N) displacements of consecutive frames → (n, K) float64 weights.
+
+        Each frame starts from the previous one's weights and active set (neighbouring frames share most
+        of it), so a frame usually needs one or two steps.
+        """
         g = project(displacements, self.problem)
         out = np.empty_like(g)
+        lo, hi = self.problem.options.lower, self.problem.options.upper
         for i in range(g.shape[0]):
-            if self.mu and self.previous is not None:
-                out[i] = solve_frames(self.pulled, g[i:i + 1] + self.mu * self.previous[None],
-                                      start=self.previous[None])[0]
+            problem, b = (self.pulled, g[i:i + 1] + self.mu * self.previous[None]) if (
+                self.mu and self.previous is not None) else (self.problem, g[i:i + 1])
+            if self.previous is None:
+                out[i] = solve_frames(problem, b)[0]
             else:
-                out[i] = solve_frames(self.problem, g[i:i + 1])[0]
+                prev = self.previous[None]
+                lam = np.where((prev <= lo) | (prev >= hi), b - prev @ problem.q, 0.0)
+                out[i] = solve_frames(problem, b, start=prev, multipliers=lam)[0]
             self.previous = out[i]
         return out
