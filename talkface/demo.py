@@ -34,7 +34,7 @@ from talkface.synthetic.arkit import RIG_NAME
 from talkface.train import train
 from talkface.train.runs import load_run_assets
 
-DEMO_EPOCHS = 80
+DEMO_EPOCHS = 68
 DEMO_LR = 3e-4  # the paper's 1e-4 is for 100 epochs on VOCASET; the demo has minutes
 DEMO_BATCH = 8  # autoregressive decoding costs per step, not per clip: batches amortise it
 DEMO_BAND = 2  # frames (67 ms): Sakoe-Chiba band a little wider than the corpus' capture offsets (±1 60-fps frame)
