@@ -36,7 +36,6 @@ import numpy as np
 
 from talkface.errors import ConfigError
 
-MAX_NEWTON_STEPS = 100
 KKT_RTOL = 1e-11  # projected-gradient tolerance, relative to the size of the frame's gradient terms
 RIDGE = 1e-10  # relative ridge added to Q: keeps a rank-deficient region solvable, negligible otherwise
 COARSE_STRIDE = 8  # warm start: every 8th frame is solved first and seeds its neighbours
@@ -81,7 +80,6 @@ class Problem:
 
     Attributes:
         basis: (3N, K) float64 target displacements on the fit region (``A``).
-        support: (3N,) bool, the rows where some target moves (only those enter ``G = D·A``).
         q: (K, K) float64 Hessian of one frame without the smoothness term (``AᵀA + R``).
         scale: mean diagonal of ``AᵀA`` (the unit of l2, smooth and symmetry).
         options: the options it was built with.
@@ -93,7 +91,6 @@ class Problem:
     scale: float
     options: SolveOptions
     lipschitz: float = 1.0
-    support: np.ndarray | None = None
     _support_basis: tuple[np.ndarray, np.ndarray] | None = None  # (rows, basis on those rows)
 
     @property
@@ -129,10 +126,9 @@ def prepare(basis: np.ndarray, options: SolveOptions = SolveOptions(), pairs: li
     if options.symmetry and pairs:
         r += options.symmetry * scale * symmetry_matrix(list(pairs), k)
     q = h + r
-    support = np.any(a != 0, axis=1)
-    rows = np.flatnonzero(support)
+    rows = np.flatnonzero(np.any(a != 0, axis=1))  # only the rows a target moves enter G = D·A
     return Problem(basis=a, q=q, scale=scale, options=options, lipschitz=float(np.linalg.eigvalsh(q)[-1]) if k else 1.0,
-                   support=support, _support_basis=(rows, a[rows]))
+                   _support_basis=(rows, a[rows]))
 
 
 def project(displacements: np.ndarray, problem: Problem, *, sum_of_squares: bool = False
@@ -159,16 +155,6 @@ def project(displacements: np.ndarray, problem: Problem, *, sum_of_squares: bool
             total += float(flat @ flat)
         out[start:start + BLOCK_FRAMES] = (block if full else block[:, rows]) @ a64
     return (out, total) if sum_of_squares else out
-
-
-def frame_objective(w: np.ndarray, q: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Per-frame ½wᵀQw - gᵀw: (T,)."""
-    return ((0.5 * (w @ q) - g) * w).sum(axis=1)
-
-
-def binding_set(w: np.ndarray, grad: np.ndarray, lower: float, upper: float, eps: float) -> np.ndarray:
-    """Variables at a bound whose gradient points out of the box: held fixed in the Newton step."""
-    return ((w <= lower + eps) & (grad > 0)) | ((w >= upper - eps) & (grad < 0))
 
 
 def kkt_ok(w: np.ndarray, grad: np.ndarray, lower: float, upper: float, tol: np.ndarray) -> np.ndarray:

@@ -34,8 +34,8 @@ BUILTIN_RIGS = {RIG_NAME: build_arkit_rig}
 DEFAULT_FIT_REGIONS = ("lips", "jaw", "mouth", "chin", "lower_face")
 EXPLAINED_WARNING = 0.9
 SUPPORT_RTOL = 0.1  # a target that moves the fit region by less than this × its largest move is not about it
-WEIGHT_FORMATS = {"csv": ".csv", "livelink": ".csv", "json": ".json", "a2f": ".json", "glb": ".glb", "gltf": ".gltf",
-                  "npz": ".npz"}
+WEIGHT_FORMATS = {"csv": ".csv", "json": ".json", "glb": ".glb", "gltf": ".gltf", "npz": ".npz"}  # format -> suffix
+FORMAT_ALIASES = {"livelink": "csv", "a2f": "json"}
 WEIGHTS_FORMAT_VERSION = 1
 REPORT_BLOCK = 128  # frames per block when forming G and the residuals
 
@@ -219,14 +219,13 @@ def retarget(vertices: np.ndarray, neutral: np.ndarray, prepared: Setup, *, fps:
                         f"{EXPLAINED_WARNING}); the residual is largest on the {worst} "
                         f"({per_region.get(worst, float('nan')):.2f} mm RMS). Add targets that move there, or fit "
                         "another region with --fit-region")
-    lo, hi = prepared.problem.options.lower, prepared.problem.options.upper
+    hi = prepared.problem.options.upper
     at_hi = (weights[:, prepared.supported] >= hi - 1e-9).mean(axis=0)
     names = [n for n, s in zip(rig.names, prepared.supported, strict=True) if s]
     saturated = [f"{n} ({100 * f:.0f}% of frames)" for n, f in zip(names, at_hi, strict=True) if f > 0.05 and energy]
     if saturated:
         warnings.append(f"weights held at the upper bound {hi:g}: {', '.join(saturated[:6])}; the motion goes "
                         "further than these targets — widen --bounds or scale the targets")
-    del lo
     return Fit(names=rig.names, weights=weights.astype(np.float32), fps=float(fps), region=prepared.region,
                explained=explained, residual_mm=float(np.sqrt(fit_sq.mean(dtype=np.float64)) * 1000),
                max_residual_mm=float(np.sqrt(fit_sq.max()) * 1000), region_residual_mm=per_region,
@@ -253,15 +252,15 @@ class LiveRetargeter:
 def weights_format(path: Path, fmt: str | None = None) -> str:
     """The output format key (``csv``, ``json``, ``glb``, ``gltf``, ``npz``) from ``--format`` or the suffix."""
     if fmt is not None:
-        key = fmt.strip().lower()
+        key = FORMAT_ALIASES.get(fmt.strip().lower(), fmt.strip().lower())
         if key not in WEIGHT_FORMATS:
             raise ConfigError(f"--format {fmt!r} is unknown for rig weights; use one of "
                               "livelink (Live Link Face CSV), a2f (Audio2Face-style JSON), glb, gltf or npz")
-        return {"livelink": "csv", "a2f": "json"}.get(key, key)
+        return key
     suffix = path.suffix.lower()
     for key, ext in WEIGHT_FORMATS.items():
         if ext == suffix:
-            return {"livelink": "csv", "a2f": "json"}.get(key, key)
+            return key
     raise ConfigError(f"--out {path}: unknown rig output format {suffix or '(no suffix)'!r}; use .csv (Live Link "
                       "Face), .json (Audio2Face-style), .glb/.gltf (rig with named targets) or .npz, or --format")
 

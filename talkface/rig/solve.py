@@ -14,16 +14,19 @@ from dataclasses import replace
 
 import numpy as np
 
-from talkface.rig.qp import (
-    KKT_RTOL,
-    MAX_NEWTON_STEPS,
-    Problem,
-    binding_set,
-    frame_objective,
-    kkt_ok,
-    project,
-    solve_frames,
-)
+from talkface.rig.qp import KKT_RTOL, Problem, kkt_ok, project, solve_frames
+
+MAX_NEWTON_STEPS = 100  # projected Newton steps of the smooth solve (it stops at the KKT tolerance)
+
+
+def frame_objective(w: np.ndarray, q: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Per-frame ½wᵀQw - gᵀw: (T,)."""
+    return ((0.5 * (w @ q) - g) * w).sum(axis=1)
+
+
+def binding_set(w: np.ndarray, grad: np.ndarray, lower: float, upper: float, eps: float) -> np.ndarray:
+    """Variables at a bound whose gradient points out of the box: held fixed in a projected Newton step."""
+    return ((w <= lower + eps) & (grad > 0)) | ((w >= upper - eps) & (grad < 0))
 
 
 def solve_weights(problem: Problem, displacements: np.ndarray) -> np.ndarray:
