@@ -127,7 +127,7 @@ def animate_files(
     """
     if rig is not None:
         fmt = retarget_stage.weights_format(out, None if fmt == "npz" and out.suffix else fmt)
-        rig_path = Path(rig) if Path(rig).exists() else None
+        rig_path = retarget_stage.rig_file(rig)
     elif f".{fmt.lstrip('.').lower()}" not in ANIMATION_SUFFIXES:
         raise ConfigError(f"--format {fmt!r} is unknown; use one of {', '.join(x[1:] for x in ANIMATION_SUFFIXES)}")
     step = on_step or (lambda name: None)

@@ -86,8 +86,7 @@ def retarget(
 
     options = solve_options(bounds, l2, smooth, symmetry)
     key = stage.weights_format(out, fmt)
-    rig_path = Path(rig).resolve() if Path(rig).exists() else None
-    check_paths({"ANIMATION": animation, "--rig": rig_path, "--neutral": neutral}, {"--out": out}, overwrite=overwrite)
+    check_paths({"ANIMATION": animation, "--rig": stage.rig_file(rig), "--neutral": neutral}, {"--out": out}, overwrite=overwrite)
     anim = load_animation(animation, fps=fps)
     num_vertices = anim.vertices.shape[1]
     base = (load_mesh(neutral, num_vertices=num_vertices).vertices if neutral is not None else anim.neutral)

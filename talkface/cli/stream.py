@@ -118,8 +118,12 @@ def stream(
     options = _rig_flags(rig, weights, weights_format, livelink, frames, bounds, l2, smooth, symmetry, fit_region)
     frames_file = None if frames in (None, "-") else Path(frames).absolute()
     weights_file = None if weights in (None, "-") else Path(weights).absolute()
-    rig_path = Path(rig).absolute() if rig is not None and Path(rig).exists() else None
     from talkface.io.run_assets import run_reads
+    rig_path = None
+    if rig is not None:
+        from talkface.rig.retargeting import rig_file
+
+        rig_path = rig_file(rig)
 
     check_paths({"SOURCE": None if source == "-" else Path(source), "--checkpoint": run_reads(checkpoint),
                  "--template": template, "--rig": rig_path},

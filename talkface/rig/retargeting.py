@@ -71,11 +71,18 @@ class Fit:
                 f"{self.residual_mm:.2f} mm RMS, {self.max_residual_mm:.2f} mm max)")
 
 
+def rig_file(spec: str | os.PathLike[str]) -> Path | None:
+    """The file or folder ``--rig`` names, for the commands' input/output path checks; None for a built-in rig
+    (or a path that does not exist, which ``resolve_rig`` then refuses with its own message)."""
+    path = Path(spec)
+    return path.absolute() if path.exists() else None
+
+
 def resolve_rig(spec: str | os.PathLike[str], *, num_vertices: int | None = None,
                 reference: np.ndarray | None = None) -> Rig:
     """A rig by built-in name (``synthetic-arkit``) or from a file/folder (``io.rig.load_rig``)."""
     text = os.fspath(spec)
-    if text in BUILTIN_RIGS and not Path(text).exists():
+    if text in BUILTIN_RIGS and rig_file(text) is None:
         return fit_rig(BUILTIN_RIGS[text](), num_vertices=num_vertices, reference=reference)
     return load_rig(text, num_vertices=num_vertices, reference=reference)
 
