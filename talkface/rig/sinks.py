@@ -7,8 +7,6 @@ never towards the future), so a frame's weights leave as soon as its vertices ar
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -82,32 +80,24 @@ def open_weight_file(path: Path, fmt: str, names: tuple[str, ...], fps: float) -
 
 class RigSink:
     """Solves every final frame's rig weights and passes them to ``consumers`` (each ``write(first, weights)``,
-    ``close()``). Also keeps the last weights (``last``) and how many frames it solved (``count``).
+    ``close()``); ``count`` says how many frames it solved.
 
     Args:
         prepared: the rig set up for its fit region and options (``retargeting.setup``).
         neutral: (V, 3) the stream's neutral face (its template): displacements are taken from it.
         consumers: weight consumers.
-        on_solve: called with the seconds each batch's solve took (for latency reports), or None.
     """
 
-    def __init__(self, prepared: Setup, neutral: np.ndarray, consumers: list, *,
-                 on_solve: Callable[[float], None] | None = None) -> None:
+    def __init__(self, prepared: Setup, neutral: np.ndarray, consumers: list) -> None:
         self.retargeter = LiveRetargeter(prepared, neutral)
         self.consumers = consumers
-        self.on_solve = on_solve
         self.count = 0
-        self.last: np.ndarray | None = None
 
     def write(self, first: int, vertices: np.ndarray) -> None:
-        began = time.perf_counter()
         weights = self.retargeter.push(vertices)
-        if self.on_solve is not None:
-            self.on_solve(time.perf_counter() - began)
         for consumer in self.consumers:
             consumer.write(first, weights)
         self.count += weights.shape[0]
-        self.last = weights[-1]
 
     def close(self) -> None:
         for consumer in self.consumers:
