@@ -7,6 +7,7 @@ stages (torch, transformers, pyrender) are imported inside the command that runs
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Annotated
@@ -69,3 +70,8 @@ def main() -> None:
             raise
         err.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(1)
+    finally:
+        # Exit without the interpreter's final garbage collections over every object torch created: they took
+        # ~0.5 s of each command's wall time (measured: `import torch` then exit, 0.50 s; with this, 0.12 s).
+        # Objects are still released by reference counting, files closed and atexit handlers run.
+        gc.freeze()
