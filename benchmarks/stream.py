@@ -191,14 +191,18 @@ def recovery_seconds(result: dict, steady_p95: float, factor: float = 1.25, hold
     return None
 
 
-def bench_live(seconds: float, encoders: list[str], stall_s: float = 3.0, lookahead_ms: float = 200.0) -> list[dict]:
+def bench_live(seconds: float, encoders: list[str], stall_s: float = 3.0, lookahead_ms: float = 200.0,
+               runs: int = 1) -> list[dict]:
     """Issue 28: audio fed at real-time pace from process start; first frame, p95 from 5 s of audio on
-    (before the stall), and the recovery after a ``stall_s`` stop of the process at 60 % of the audio."""
+    (over the frames out before the stall), and the recovery after a ``stall_s`` stop of the process at 60 %
+    of the audio; ``runs`` runs per encoder (start-up times vary from run to run)."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         audio = speech_like(seconds)
-        for encoder in encoders:
-            run = make_run(Path(tmp) / encoder, encoder)
+        for encoder in [e for e in encoders for _ in range(runs)]:
+            run = Path(tmp) / encoder
+            if not run.exists():
+                make_run(run, encoder)
             load = os.getloadavg()[0]
             stall_at = 0.6 * seconds
             result = stream_latency(run, audio, lookahead_ms, from_start=True,
@@ -206,7 +210,8 @@ def bench_live(seconds: float, encoders: list[str], stall_s: float = 3.0, lookah
                                     num_vertices=5023 if encoder != "tiny" else 10,
                                     style=VOCASET_TRAIN[0] if encoder != "tiny" else "alice")
             times, lat = result["times"], result["latency"]
-            steady = lat[(times >= 5.0) & (times < stall_at)] if stall_s else lat[times >= 5.0]
+            # the steady figure: frames out before the process was stopped (those it held up count in recovery)
+            steady = lat[(times >= 5.0) & (result["arrivals"] < result["stalled"][0])] if stall_s else lat[times >= 5.0]
             p95 = float(np.percentile(steady, 95)) if steady.size else float("nan")
             rows.append({"encoder": encoder, "lookahead_ms": lookahead_ms, "first_frame_s": result["first_frame_s"],
                          "p95_from_5s": p95, "p95_all": float(np.percentile(lat, 95)), "stall_s": stall_s,
@@ -349,7 +354,7 @@ def render_live(rows: list[dict]) -> list[str]:
     lines = [LIVE_SECTION, "",
              "`python benchmarks/stream.py --live`: audio fed at real-time pace from the moment the process starts "
              " (`arecord … | talkface stream -`), 200 ms look-ahead, auto hop; first frame = time from the "
-             "start to the first frame record; p95 over the frames from 5 s of audio on (to the stall); then the "
+             "start to the first frame record; p95 over the frames from 5 s of audio on that were out before the stall; then the "
              "process is stopped (SIGSTOP) for the stall while the audio keeps arriving, and recovery = time from "
              "its end until the latency is back within 1.25x that p95 (and stays there for 1 s of frames). Random "
              "weights, vocaset preset (V 5023, 30 fps).", "",
@@ -364,14 +369,14 @@ def render_live(rows: list[dict]) -> list[str]:
                      f"{r['p95_all'] * 1e3:.0f} ms | {r['stall_s']:g} s | {rec} | {r['frames']} | {r['load']:.1f} |")
     goals = {"base": 0.400, "small": 0.250}
     verdicts = []
-    for r in rows:
-        if r["encoder"] not in goals:
+    for encoder, goal in goals.items():
+        mine = [r for r in rows if r["encoder"] == encoder]
+        if not mine:
             continue
-        ok = (r["first_frame_s"] <= 3.0, r["p95_from_5s"] <= goals[r["encoder"]],
-              r["recovery_s"] is not None and r["recovery_s"] <= 1.0)
-        verdicts.append(f"{r['encoder']}: first frame ≤ 3 s {'met' if ok[0] else 'missed'}, p95 ≤ "
-                        f"{goals[r['encoder']] * 1e3:.0f} ms {'met' if ok[1] else 'missed'}, back within 1.25x in "
-                        f"≤ 1 s {'met' if ok[2] else 'missed'}")
+        met = [sum(r["first_frame_s"] <= 3.0 for r in mine), sum(r["p95_from_5s"] <= goal for r in mine),
+               sum(r["recovery_s"] is not None and r["recovery_s"] <= 1.0 for r in mine)]
+        verdicts.append(f"{encoder}: first frame ≤ 3 s in {met[0]}/{len(mine)} runs, p95 ≤ {goal * 1e3:.0f} ms in "
+                        f"{met[1]}/{len(mine)}, back within 1.25x in ≤ 1 s in {met[2]}/{len(mine)}")
     return lines + ([""] + ["Goals: " + "; ".join(verdicts) + "."] if verdicts else []) + [""]
 
 
@@ -434,6 +439,7 @@ def main() -> None:
     parser.add_argument("--encoders", nargs="*", default=["base", "small"])
     parser.add_argument("--live", action="store_true", help="issue 28: fed from process start, with a stall")
     parser.add_argument("--stall", type=float, default=3.0, help="seconds the process is stopped in --live (0: none)")
+    parser.add_argument("--runs", type=int, default=3, help="--live runs per encoder")
     parser.add_argument("--long", type=float, help="seconds of one long stream (300 = the 5-minute check)")
     parser.add_argument("--train-demo", type=Path, help="train the demo recipe into this folder first")
     parser.add_argument("--epochs", type=int)
@@ -448,7 +454,7 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     latency = bench_latency(args.seconds, args.lookaheads, args.encoders) if args.latency else None
     long = bench_long(args.long) if args.long else None
-    live = bench_live(args.seconds, args.encoders, args.stall) if args.live else None
+    live = bench_live(args.seconds, args.encoders, args.stall, runs=args.runs) if args.live else None
     quality = None
     if args.train_demo:
         run, data = train_demo(args.train_demo, args.epochs, args.device)
