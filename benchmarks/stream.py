@@ -354,7 +354,8 @@ def render_live(rows: list[dict]) -> list[str]:
     lines = [LIVE_SECTION, "",
              "`python benchmarks/stream.py --live`: audio fed at real-time pace from the moment the process starts "
              " (`arecord … | talkface stream -`), 200 ms look-ahead, auto hop; first frame = time from the "
-             "start to the first frame record; p95 over the frames from 5 s of audio on that were out before the stall; then the "
+             "start to the first frame record; p95 over the frames from 5 s of audio on that were out before the "
+             "stall; then the "
              "process is stopped (SIGSTOP) for the stall while the audio keeps arriving, and recovery = time from "
              "its end until the latency is back within 1.25x that p95 (and stays there for 1 s of frames). Random "
              "weights, vocaset preset (V 5023, 30 fps).", "",
