@@ -695,7 +695,20 @@ def versions() -> dict[str, str]:
     import talkface
 
     return {"talkface": talkface.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()} ({_cpu_model()}), {os.cpu_count()} CPU cores"}
+
+
+def _cpu_model() -> str:
+    """The CPU model: training is float-exact on one machine, not across CPU models (other kernels, other
+    rounding, which the Soft-DTW runs on corpus b amplify into different per-seed numbers)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU model unknown"
 
 
 def _load() -> str:
