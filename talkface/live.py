@@ -28,7 +28,7 @@ from talkface.inference.generate import check_finite_output, choose_template, ma
 from talkface.inference.stream import StreamConfig, Streamer, auto_hop_ms, measure_pass_seconds
 from talkface.io.audio import MIN_SAMPLES, check_not_silent, check_waveform
 from talkface.io.feed import AudioFeed, Producer
-from talkface.io.fileio import check_output_path, check_writable_folder
+from talkface.io.fileio import check_output_path, check_writable_folder, special_file_kind
 from talkface.io.frames import encode_frames, write_records
 from talkface.io.run_assets import load_run_assets
 from talkface.model.checkpoint import load_checkpoint
@@ -340,9 +340,11 @@ def check_stream_outputs(out: Path | None, frames: Path | None, *, overwrite: bo
         if path is None:
             continue
         try:
-            check_output_path(path, overwrite=overwrite)
+            check_output_path(path, overwrite=overwrite, stream=flag != "--out")
         except OutputError as e:
             raise OutputError(f"{flag} {e}") from e  # name the flag: both outputs may sit in one folder
+        if special_file_kind(path) is not None:
+            continue  # a named pipe or /dev/null: written as it is, nothing created beside it
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent

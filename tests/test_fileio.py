@@ -23,6 +23,7 @@ from talkface.io.fileio import (
     read_npy,
     read_npz,
     reading,
+    special_file_kind,
     write_text_atomic,
 )
 
@@ -49,6 +50,26 @@ def test_check_output_path(tmp_path):
     check_output_path(tmp_path / "exists.npz", overwrite=True)
     with pytest.raises(OutputError, match="is a folder"):
         check_output_path(tmp_path)
+
+
+def test_devices_and_pipes_are_never_replaced_by_a_renamed_file(tmp_path):
+    """An output renamed into place over /dev/null or a named pipe would replace it by a regular file (as root,
+    /dev/null itself): refused, whatever --overwrite says. Streamed outputs write into them as they are."""
+    fifo = tmp_path / "frames.fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "named pipe"), (Path(os.devnull), "character device")):
+        assert special_file_kind(path) == kind
+        for overwrite in (False, True):
+            with pytest.raises(OutputError, match=f"is a {kind}, not a file"):
+                check_output_path(path, overwrite=overwrite)
+        assert check_output_path(path, stream=True) == path  # no --overwrite needed: nothing is replaced
+        with pytest.raises(OutputError, match=f"is a {kind}, not a file"), atomic_path(path) as tmp:
+            tmp.write_bytes(b"x")
+    assert fifo.exists() and special_file_kind(fifo) == "named pipe"  # still the pipe
+    assert special_file_kind(Path(os.devnull)) == "character device"
+    assert special_file_kind(tmp_path) is None and special_file_kind(tmp_path / "none") is None
+    (tmp_path / "f").write_text("x")
+    assert special_file_kind(tmp_path / "f") is None
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads the fsynced file's name from /proc/self/fd")

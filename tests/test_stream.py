@@ -6,6 +6,7 @@ import io
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -388,6 +389,38 @@ def test_stdin_pcm_to_frames_and_out_like_animate(run, tmp_path):
     assert np.abs(streamed - offline).max() < 1e-5  # whole-clip context: animate's frames
     np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["vertices"], streamed)
     assert b"middle of a sample" in err
+
+
+def test_frames_into_a_named_pipe_and_dev_null(run, tmp_path):
+    """--frames to a FIFO a reader listens on (no --overwrite: nothing is replaced) gets every record, and the
+    FIFO is still a FIFO; --frames /dev/null is a dry run. --out over a FIFO is refused (it is renamed into place)."""
+    import threading
+
+    from talkface.io.audio import write_wav
+
+    wav = write_wav(tmp_path / "a.wav", _speech(1.0))
+    fifo = tmp_path / "frames"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    proc = _cli(str(wav), "--checkpoint", str(run), "--style", "alice", "--frames", str(fifo), "--hop-ms", "50")
+    _, err = proc.communicate(timeout=300)
+    reader.join(60)
+    assert proc.returncode == 0, err.decode()
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    direct = _cli(str(wav), "--checkpoint", str(run), "--style", "alice", "--frames", "-", "--hop-ms", "50")
+    expected, _ = direct.communicate(timeout=300)
+    frames = list(read_frames(io.BytesIO(got[0]), 10))
+    assert len(frames) >= 29 and got[0] == expected  # the records stdout gets, byte for byte
+    proc = _cli(str(wav), "--checkpoint", str(run), "--style", "alice", "--frames", os.devnull)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+    os.mkfifo(tmp_path / "o.npz")
+    proc = _cli(str(wav), "--checkpoint", str(run), "--style", "alice", "--out", str(tmp_path / "o.npz"),
+                "--overwrite")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and b"is a named pipe, not a file" in err, err.decode()
 
 
 def test_sigterm_saves_what_was_streamed(run, tmp_path):

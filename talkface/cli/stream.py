@@ -67,8 +67,8 @@ def stream(
                                           help="Audio file, or - for raw 16 kHz mono s16le PCM on stdin.")],
     checkpoint: Annotated[Path, typer.Option(exists=True, resolve_path=True, help="Run folder or .safetensors.")],
     style: Annotated[str, typer.Option(help="Training speaker or a mix A:0.7,B:0.3.")],
-    frames: Annotated[str | None, typer.Option(help="- (stdout) or FILE: each frame as soon as it is final "
-                                                    "(uint32 LE index, then V×3 float32 LE metres).")] = None,
+    frames: Annotated[str | None, typer.Option(help="- (stdout), FILE or a named pipe: each frame as soon as it is "
+                                                    "final (uint32 LE index, then V×3 float32 LE metres).")] = None,
     out: Annotated[Path | None, typer.Option(resolve_path=True, help="Whole animation at the end (or on Ctrl-C): "
                                                                      ".npz, .npy, .glb or .gltf.")] = None,
     lookahead_ms: Annotated[float, typer.Option(callback=_range(0, LOOKAHEAD_MAX_MS),
@@ -90,7 +90,7 @@ def stream(
     threads: ThreadsOpt = None,
     verbose: VerboseOpt = False,
     rig: RigOpt = None,
-    weights: Annotated[str | None, typer.Option(help="With --rig: - (stdout) or FILE, each final frame's weights "
+    weights: Annotated[str | None, typer.Option(help="With --rig: - (stdout), FILE or a named pipe, each final frame's weights "
                                                      "(bin: uint32 LE index + K float32 LE; csv: a line).")] = None,
     weights_format: Annotated[str, typer.Option(help="bin or csv.")] = "bin",
     livelink: Annotated[str | None, typer.Option(help="With --rig (ARKit names): send Live Link Face packets to "

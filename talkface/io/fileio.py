@@ -39,20 +39,48 @@ from talkface.errors import OutputError, TalkfaceError
 _OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR}
 
 
-def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+                  (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
+def special_file_kind(path: str | os.PathLike[str]) -> str | None:
+    """``"named pipe"``, ``"character device"``, ``"block device"`` or ``"socket"`` for such a path (after
+    symlinks); None for a regular file, a folder, or nothing there."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return next((name for test, name in _SPECIAL_KINDS if test(mode)), None)
+
+
+def _not_a_file(path: Path, kind: str) -> OutputError:
+    return OutputError(f"{path}: is a {kind}, not a file; this output is written to a new file that is renamed "
+                       f"into place, which would replace the {kind}; choose a file path")
+
+
+def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False, stream: bool = False) -> Path:
     """Validate that ``path`` can be written as a file.
 
     Args:
         path: destination file.
         overwrite: allow replacing an existing file.
+        stream: the output is written as it goes, never renamed into place (``stream --frames``/``--weights``):
+            an existing named pipe or character device (``/dev/null``, a FIFO a reader listens on) is
+            accepted as it is, without ``overwrite``.
 
     Returns:
         The path as a ``Path``.
 
     Raises:
-        OutputError: the path is a folder, exists without ``overwrite``, or its folder is not writable.
+        OutputError: the path is a folder, a device, pipe or socket (unless ``stream`` allows it), exists
+            without ``overwrite``, or its folder is not writable.
     """
     out = Path(path)
+    kind = special_file_kind(out)
+    if kind is not None:
+        if stream and kind in ("named pipe", "character device"):
+            return out
+        raise _not_a_file(out, kind)
     if out.is_dir():
         raise OutputError(f"{out}: is a folder; expected a file path (e.g. {out / 'out' }{out.suffix or '.npz'})")
     if out.exists() and not overwrite:
@@ -195,6 +223,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     dest = Path(path)
     if dest.is_dir():
         raise OutputError(f"{dest}: is a folder; expected a file path; choose another output path")
+    kind = special_file_kind(dest)
+    if kind is not None:  # os.replace would put a regular file where /dev/null or a pipe was
+        raise _not_a_file(dest, kind)
     try:
         with writing(dest):
             dest.parent.mkdir(parents=True, exist_ok=True)
