@@ -243,14 +243,15 @@ def run_stream(streamer: Streamer, feed: AudioFeed, on_frames: Callable[[int, np
     return report
 
 
-def run_live(setup: StreamSetup, producer: Producer,
+def run_live(setup: StreamSetup, producer: Producer | AudioFeed,
              sinks: Sequence[FrameSink], *, source: str, checkpoint: Any = "the checkpoint", behind_s: float = 0.5,
              on_behind: Callable[[float], None] | None = None) -> StreamReport:
     """Stream ``producer``'s audio through ``setup.streamer`` into every sink, and close them.
 
     Args:
         setup: from ``open_stream``.
-        producer: see ``AudioFeed`` (``pcm_producer``, ``file_producer``).
+        producer: see ``AudioFeed`` (``pcm_producer``, ``file_producer``), or an ``AudioFeed`` already
+            reading (stdin read from the start, so that a microphone pipe never fills while the model loads).
         sinks: ``FrameSink``s, written in order for each batch of final frames.
         source: how messages name the input (a path, ``stdin``).
         behind_s: a batch of more waiting audio than this calls ``on_behind(seconds)``
@@ -281,7 +282,8 @@ def run_live(setup: StreamSetup, producer: Producer,
             raise gone
 
     try:
-        run_stream(setup.streamer, AudioFeed(producer), on_frames, source=source, checkpoint=checkpoint,
+        feed = producer if isinstance(producer, AudioFeed) else AudioFeed(producer)
+        run_stream(setup.streamer, feed, on_frames, source=source, checkpoint=checkpoint,
                    behind_s=behind_s, on_behind=on_behind, report=report)
     except KeyboardInterrupt:
         report.stopped = "interrupted"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import os
 import re
@@ -389,6 +391,35 @@ def test_stdin_pcm_to_frames_and_out_like_animate(run, tmp_path):
     assert np.abs(streamed - offline).max() < 1e-5  # whole-clip context: animate's frames
     np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["vertices"], streamed)
     assert b"middle of a sample" in err
+
+
+def test_stdin_is_read_while_the_model_loads(run):
+    """A microphone pipe holds 2 s of audio (64 KiB); start-up takes about that long, and a microphone writing
+    into a full pipe loses audio. stdin is read from before torch loads: 3 s of audio written at once are
+    taken before the stream says it is ready."""
+    import threading
+
+    proc = _cli("-", "--checkpoint", str(run), "--style", "alice", "--frames", os.devnull)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(proc.stdin.fileno(), 1031, 1 << 16)  # F_SETPIPE_SZ: the default 64 KiB, whatever this system's
+    written: list[float] = []
+
+    def write() -> None:
+        proc.stdin.write(_pcm(_speech(3.0)))  # 96 KiB: blocks until the stream reads
+        proc.stdin.flush()
+        written.append(time.perf_counter())
+        proc.stdin.close()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    ready = None
+    for line in proc.stderr:
+        if line.startswith(b"streaming") and ready is None:
+            ready = time.perf_counter()
+    proc.wait(timeout=300)
+    writer.join(60)
+    assert proc.returncode == 0 and ready is not None and written
+    assert written[0] < ready, f"the audio was taken {written[0] - ready:.2f} s after the stream was ready"
 
 
 def test_frames_into_a_named_pipe_and_dev_null(run, tmp_path):

@@ -129,13 +129,21 @@ def stream(
                  "--template": template, "--rig": rig_path},
                 {"--out": out, "--frames": frames_file, "--weights": weights_file}, overwrite=overwrite)
 
+    # stdin is read from here on, while torch and the model load (~2 s): a pipe holds 64 KiB, 2 s of 16 kHz
+    # audio, and a microphone writing into a full pipe loses audio (arecord: "overrun")
+    from talkface.io.feed import AudioFeed, pcm_producer
+    from talkface.io.frames import PcmDecoder
+
+    decoder = PcmDecoder()
+    feed = AudioFeed(pcm_producer(sys.stdin.buffer.fileno(), decoder)) if source == "-" else None
+
     # before torch loads: OpenMP workers that spin next to busy processes stalled passes by ~0.5 s
     common.use_threads(threads)
     from talkface import live
     from talkface.inference.stream import StreamConfig
     from talkface.io.audio import load_audio
-    from talkface.io.feed import file_producer, pcm_producer
-    from talkface.io.frames import PcmDecoder, record_size
+    from talkface.io.feed import file_producer
+    from talkface.io.frames import record_size
 
     step("import torch and talkface")
 
@@ -155,9 +163,7 @@ def stream(
         sinks.append(_rig_sink(rig, setup, options, fit_region, weights, weights_file, weights_format, livelink))
     if out is not None:
         sinks.append(live.AnimationSink(out, setup, overwrite=overwrite, source=source, checkpoint=checkpoint))
-    decoder = PcmDecoder()
-    producer = (pcm_producer(sys.stdin.buffer.fileno(), decoder) if audio is None
-                else file_producer(audio, realtime=realtime))
+    producer = feed if feed is not None else file_producer(audio, realtime=realtime)
     err.print(f"streaming {source} → {frames or '-'}{f' and {out}' if out else ''}: {setup.fps:g} fps, "
               f"{setup.num_vertices} vertices ({record_size(setup.num_vertices)} bytes per frame record), "
               f"look-ahead {lookahead_ms:g} ms, hop {setup.hop_ms:.0f} ms (a pass took {setup.pass_seconds * 1e3:.0f} "
