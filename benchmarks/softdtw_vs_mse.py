@@ -690,25 +690,19 @@ def expected_alignment(cost: np.ndarray, gamma: float) -> tuple[float, np.ndarra
 
 
 def versions() -> dict[str, str]:
+    """Versions and the machine, CPU model included: training is float-exact on one machine, not across CPU
+    models (other kernels, other rounding, which the Soft-DTW runs on corpus b amplify into other numbers)."""
     import torch
 
     import talkface
 
+    if str(Path(__file__).parent) not in sys.path:  # imported by path (tests): _docs sits beside this script
+        sys.path.insert(0, str(Path(__file__).parent))
+    from _docs import cpu_name
+
     return {"talkface": talkface.__version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(),
-            "machine": f"{platform.machine()} ({_cpu_model()}), {os.cpu_count()} CPU cores"}
-
-
-def _cpu_model() -> str:
-    """The CPU model: training is float-exact on one machine, not across CPU models (other kernels, other
-    rounding, which the Soft-DTW runs on corpus b amplify into different per-seed numbers)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "CPU model unknown"
+            "machine": f"{platform.machine()} ({cpu_name()}), {os.cpu_count()} CPU cores"}
 
 
 def _load() -> str:
