@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -2050,7 +2051,14 @@ def _stream_proc(env: Env, *args: str, stdout: Any = subprocess.PIPE) -> subproc
     environment = {k: v for k, v in os.environ.items() if k != "TALKFACE_DEBUG"} | {"OMP_NUM_THREADS": "1",
                                                                                    "COLUMNS": "200"}
     return subprocess.Popen([sys.executable, "-m", "talkface", "stream", "-", "--checkpoint", str(env.run), *args],
-                            stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE, env=environment)
+                            stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.PIPE, env=environment,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """Children of a suite started in the background (``nohup make test &``) inherit SIGINT ignored, as the
+    shell sets it for background jobs, and Python then keeps ignoring Ctrl-C: give the child its default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _pcm(seconds: float) -> bytes:
